@@ -1,0 +1,28 @@
+# Two set-up commands, both idempotent: `make repro` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: repro test install clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+
+# Re-install only when the dependency list changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	$(BIN)/ait summary
+
+test: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

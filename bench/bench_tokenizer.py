@@ -1,0 +1,94 @@
+"""Encode throughput of the paper-size tokenizers, fp32 vs bf16 autocast, and index agreement.
+
+Prints one JSON object. Depth tokenizer: 480x640 maps (15x20 tokens), batch 16 by default. Mask
+tokenizer: 64x64 crops (4x4 tokens). Weights are random-init (the numbers are about compute and
+numerics of the architecture, not a trained checkpoint); inputs are synthetic depth planes with holes
+and soft ellipse masks. bf16 autocast is measured on CUDA only (on CPU, autocast_ctx is a null context),
+and `index_change_fraction` is the share of token indices that differ between fp32 and autocast.
+
+    .venv/bin/python bench/bench_tokenizer.py --device cpu --iters 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from pipeline.models.vqvae import DEPTH_VQVAE, MASK_VQVAE, VQVAE
+from pipeline.runtime import autocast_ctx, pick_device
+
+
+def _depth_batch(n: int, g: torch.Generator) -> torch.Tensor:
+    """`(n, 1, 480, 640)` tilted planes of 1-6 m with ~5 % zero holes."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 480), torch.linspace(-1, 1, 640), indexing="ij")
+    c = torch.rand(n, 3, 1, 1, generator=g)
+    depth = 1.0 + 4.0 * c[:, 0] + c[:, 1] * xx + c[:, 2] * yy
+    holes = torch.rand(n, 480, 640, generator=g) < 0.05
+    return torch.where(holes, torch.zeros_like(depth), depth)[:, None]
+
+
+def _mask_batch(n: int, g: torch.Generator) -> torch.Tensor:
+    """`(n, 1, 64, 64)` soft ellipses in [0, 1]."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    p = torch.rand(n, 4, 1, 1, generator=g)
+    cy, cx = 16 + 32 * p[:, 0], 16 + 32 * p[:, 1]  # centres
+    ry, rx = 8 + 24 * p[:, 2], 8 + 24 * p[:, 3]  # radii
+    r = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+    return (1.5 - r).clamp(0, 1)[:, None]
+
+
+def _time_encode(model: VQVAE, x: torch.Tensor, device: torch.device, iters: int, autocast: bool):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with autocast_ctx(device, enabled=autocast):
+        indices = model.encode(x)  # warm-up (cudnn autotune, allocator)
+        sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            model.encode(x)
+        sync()
+    seconds = (time.perf_counter() - start) / iters
+    return indices, x.shape[0] / seconds
+
+
+def bench_one(cfg, x: torch.Tensor, device: torch.device, iters: int) -> dict:
+    torch.manual_seed(0)
+    model = VQVAE(cfg).to(device).eval()
+    x = x.to(device)
+    idx32, ips32 = _time_encode(model, x, device, iters, autocast=False)
+    out = {"input": list(x.shape), "grid": list(idx32.shape[1:]), "fp32_images_per_s": round(ips32, 2)}
+    if device.type == "cuda":
+        idx16, ips16 = _time_encode(model, x, device, iters, autocast=True)
+        out["bf16_autocast_images_per_s"] = round(ips16, 2)
+        out["index_change_fraction"] = float((idx16 != idx32).float().mean())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu / cuda / cuda:1 (default: AIT_DEVICE or auto)")
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations after one warm-up")
+    parser.add_argument("--depth-batch", type=int, default=16, help="480x640 depth maps per encode call")
+    parser.add_argument("--mask-batch", type=int, default=512, help="64x64 mask crops per encode call")
+    args = parser.parse_args()
+
+    device = pick_device(args.device)
+    g = torch.Generator().manual_seed(0)
+    report = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "iters": args.iters,
+        "weights": "random init",
+        "precisions": ["fp32", "bf16_autocast"] if device.type == "cuda" else ["fp32"],
+        "note": None if device.type == "cuda" else "CPU: fp32 only (autocast_ctx is a no-op on CPU)",
+        "depth": bench_one(DEPTH_VQVAE, _depth_batch(args.depth_batch, g), device, args.iters),
+        "mask": bench_one(MASK_VQVAE, _mask_batch(args.mask_batch, g), device, args.iters),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""NYU Depth V2 on disk: filename lists (BTS/AiT and DenseDepth formats) and image/depth decoding.
+
+Follows AiT ref §6.1 (GLPDepth/BTS layout: `<scene>/rgb_XXXXX.jpg` + `<scene>/sync_depth_XXXXX.png`,
+uint16 millimetres, 0 = invalid) and §5.1 (GT = PNG / 1000 m). Two list formats are read:
+
+* BTS/AiT lists, whitespace-separated `rgb depth [focal]`; AiT's own copies have two columns and a
+  leading slash, BTS's have a third (focal) column. Paths are relative to the dataset root.
+* DenseDepth `nyu_data.zip` csv files, `rgb,depth` per line (see `read_densedepth_csv` for how the
+  relative paths are resolved).
+
+Depth PNG encodings (`read_depth_metres` dispatches on dtype):
+* uint16, millimetres (value / 1000 m): BTS sync train, BTS official test, DenseDepth *test* pairs,
+  and everything written by `pipeline.data.nyu_mat`.
+* uint8, 0..255 ↔ 0..10 m (value / 255 * 10): DenseDepth *train* pairs in the original nyu_data.zip.
+
+Every bad-input condition raises `DataError` with a one-line message naming the file (and line).
+Entries are not checked for existence here: a missing image surfaces when it is read, so that the
+caller can count bad samples (`data.max_bad_fraction`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from pipeline.data.errors import DataError
+
+# DenseDepth train depths are 8-bit PNGs where 255 means 10 m (DenseDepth `data.py`: `/255*maxDepth`).
+DENSEDEPTH_UINT8_MAX_METRES = 10.0
+
+
+@dataclass(frozen=True)
+class DepthEntry:
+    """One RGB/depth pair; `focal` in pixels when the list gives it (BTS 3rd column), else None."""
+
+    rgb: Path
+    depth: Path
+    focal: float | None
+
+
+# --------------------------------------------------------------------------------------------------
+# list files
+
+
+def _read_lines(list_file: Path) -> list[str]:
+    """All lines of a text list file; missing/unreadable/non-text files raise `DataError`."""
+    if not list_file.is_file():
+        raise DataError(f"{list_file}: list file not found")
+    try:
+        return list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{list_file}: cannot read list file ({type(e).__name__})") from None
+
+
+def _relative(path: str) -> str:
+    # AiT's lists write `/kitchen_0028b/rgb_00045.jpg`: the leading slash means "root", not "/".
+    return path.lstrip("/")
+
+
+def read_bts_list(list_file: Path, root: Path) -> list[DepthEntry]:
+    """Parse a BTS/AiT list (`rgb depth [focal]` per line, paths relative to `root`) in file order."""
+    entries = []
+    for lineno, line in enumerate(_read_lines(list_file), start=1):
+        cols = line.split()
+        if not cols:
+            continue
+        if len(cols) not in (2, 3):
+            raise DataError(
+                f"{list_file}:{lineno}: expected 2 or 3 columns (rgb depth [focal]), got {len(cols)}"
+            )
+        focal = None
+        if len(cols) == 3:
+            try:
+                focal = float(cols[2])
+            except ValueError:
+                raise DataError(f"{list_file}:{lineno}: focal {cols[2]!r} is not a number") from None
+        entries.append(DepthEntry(root / _relative(cols[0]), root / _relative(cols[1]), focal))
+    return entries
+
+
+def _resolve_densedepth(rel: str, candidates: tuple[Path, ...]) -> Path:
+    # First existing candidate wins; if none exists, keep the root-joined path so that the miss is
+    # reported (and counted as a bad sample) when the file is read.
+    for base in candidates:
+        if (base / rel).exists():
+            return base / rel
+    return candidates[0] / rel
+
+
+def read_densedepth_csv(csv_file: Path, root: Path) -> list[DepthEntry]:
+    """Parse a DenseDepth csv (`rgb,depth` per line) into entries with `focal=None`, in file order.
+
+    Each relative path is resolved against, in order: (1) `root` (the original zip's csv lists
+    `data/nyu2_test/00000_colors.png`, relative to the zip root); (2) the csv's own directory;
+    (3) `<csv dir>/<csv stem>/` (a csv listing bare names of files kept in a sibling folder of the
+    same name, as the shared sample's `densedepth/nyu2_test.csv`). The first existing file wins.
+    """
+    candidates = (root, csv_file.parent, csv_file.parent / csv_file.stem)
+    entries = []
+    for lineno, line in enumerate(_read_lines(csv_file), start=1):
+        if not line.strip():
+            continue
+        cols = [c.strip() for c in line.split(",")]
+        if len(cols) != 2 or not all(cols):
+            raise DataError(f"{csv_file}:{lineno}: expected 2 comma-separated columns (rgb,depth)")
+        rgb, depth = (_resolve_densedepth(_relative(c), candidates) for c in cols)
+        entries.append(DepthEntry(rgb, depth, None))
+    return entries
+
+
+def list_depth_samples(
+    root: Path, list_file: str, layout: Literal["sync", "densedepth"]
+) -> list[DepthEntry]:
+    """The entries of `root/list_file`: a BTS list for layout "sync", a DenseDepth csv for "densedepth"."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found")
+    if layout == "sync":
+        return read_bts_list(root / list_file, root)
+    if layout == "densedepth":
+        return read_densedepth_csv(root / list_file, root)
+    raise DataError(f"{root}: unknown NYUv2 layout {layout!r} (expected 'sync' or 'densedepth')")
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding
+
+
+def _open_decoded(path: Path) -> Image.Image:
+    """A fully decoded PIL image; missing, truncated or non-image files raise `DataError`."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: Image.open only parses the header, truncation shows up here
+            return im.copy()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot decode image ({reason})") from None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file (JPEG/PNG/PPM/...) as `(H, W, 3)` uint8 RGB."""
+    im = _open_decoded(Path(path))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_depth_png(path: Path) -> np.ndarray:
+    """The raw stored single-channel depth array `(H, W)`: uint16 (mm) or uint8 (DenseDepth train)."""
+    path = Path(path)
+    im = _open_decoded(path)
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.uint16)
+    if im.mode == "L":
+        return np.asarray(im, dtype=np.uint8)
+    if im.mode == "I":
+        # Some decoders hand 16-bit greyscale back as int32 "I"; accept it when it fits uint16.
+        raw = np.asarray(im)
+        if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(np.uint16).max):
+            raise DataError(f"{path}: depth values outside the uint16 range")
+        return raw.astype(np.uint16)
+    raise DataError(f"{path}: expected a single-channel 8/16-bit depth image, got PIL mode {im.mode}")
+
+
+def depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:
+    """Stored depth `(H, W)` → float32 metres (`raw / scale`); 0 stays 0 (= invalid, AiT ref §6.1)."""
+    return (raw.astype(np.float32) / np.float32(scale)).astype(np.float32)
+
+
+def read_depth_metres(path: Path, scale: float = 1000.0) -> np.ndarray:
+    """A depth PNG as `(H, W)` float32 metres: uint16 → value / `scale`; uint8 → value / 255 * 10.
+
+    uint16 is the BTS/AiT and DenseDepth-test encoding (mm); uint8 is the DenseDepth-train encoding of
+    nyu_data.zip, where `scale` does not apply.
+    """
+    raw = read_depth_png(path)
+    if raw.dtype == np.uint8:
+        return depth_to_metres(raw, 255.0 / DENSEDEPTH_UINT8_MAX_METRES)
+    return depth_to_metres(raw, scale)

@@ -1,0 +1,220 @@
+"""Convert the official labeled NYU Depth V2 `.mat` into the BTS "sync" layout (`ait data import-nyu-mat`).
+
+Follows BTS's `utils/extract_official_train_test_set_from_mat.py`, which builds the official 654-image
+test set used by AiT (AiT ref §5.1, §6.1):
+
+* `nyu_depth_v2_labeled.mat` is MATLAB v7.3 (HDF5). MATLAB is column-major, so h5py sees every array
+  transposed: `images` (N, 3, W, H) uint8, `depths`/`rawDepths` (N, W, H) float32 metres, and the cell
+  arrays `scenes` / `sceneTypes` as (1, N) HDF5 object references to uint16 char arrays.
+* `splits.mat` holds `trainNdxs` / `testNdxs`, 1-based indices into the N frames (the official file is
+  MATLAB v5 → scipy; a v7.3 copy is read with h5py). Every frame must be in exactly one split.
+* Frame i (0-based) is written as `rgb_%05d.jpg` + `sync_depth_%05d.png` (uint16 mm, 0 = invalid),
+  the RGB with BTS's black border outside rows 7:H-6 and columns 7:W-8 (7:474, 7:632 at 480x640).
+* Lists `train_files_with_gt.txt` / `test_files_with_gt.txt` in BTS's 3-column format (focal 518.8579),
+  sorted by path as BTS's `nyudepthv2_test_files_with_gt.txt` is.
+
+Deliberate deviations from BTS:
+* Train frames go under `<scene>/` (e.g. `kitchen_0004/`, as the BTS sync training set names its
+  folders); test frames under `<sceneType>/` (e.g. `kitchen/`, as BTS's official test set). BTS puts
+  both under `<sceneType>/` in separate `train/` and `test/` trees; here both lists share one root.
+* Depth is `round(m * 1000)` where BTS truncates (`astype(np.uint16)`): at most 1 mm apart.
+* JPEGs are written by Pillow at quality 95 (cv2's default, which BTS uses), not by cv2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from pipeline.data.errors import DataError
+
+NYU_FOCAL = 518.8579  # px; the constant of the BTS/AiT list files (AiT ref §6.1)
+JPEG_QUALITY = 95  # cv2.imwrite's default, used by BTS's converter
+TRAIN_LIST = "train_files_with_gt.txt"
+TEST_LIST = "test_files_with_gt.txt"
+
+
+# --------------------------------------------------------------------------------------------------
+# pure array helpers
+
+
+def metres_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """float metres `(H, W)` → uint16 mm `round(m * 1000)`; 0, NaN and negatives → 0 (invalid)."""
+    mm = np.rint(np.nan_to_num(depth.astype(np.float64), nan=0.0) * 1000.0)
+    return np.clip(mm, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def black_border(rgb: np.ndarray) -> np.ndarray:
+    """`(H, W, 3)` uint8 with everything outside rows 7:H-6, columns 7:W-8 set to 0 (BTS; AiT ref §5.1)."""
+    h, w = rgb.shape[:2]
+    out = np.zeros_like(rgb)
+    out[7 : h - 6, 7 : w - 8] = rgb[7 : h - 6, 7 : w - 8]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# reading the .mat files
+
+
+def read_splits(splits_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Official split file → (train, test) sorted 0-based int64 frame indices (the file is 1-based)."""
+    splits_path = Path(splits_path)
+    if not splits_path.is_file():
+        raise DataError(f"{splits_path}: splits file not found")
+    if h5py.is_hdf5(splits_path):  # MATLAB v7.3
+        with _open_h5(splits_path) as f:
+            raw = {k: np.asarray(f[k]) for k in ("trainNdxs", "testNdxs") if k in f}
+    else:
+        import scipy.io  # MATLAB v5: the official file
+
+        try:
+            raw = scipy.io.loadmat(splits_path, variable_names=["trainNdxs", "testNdxs"])
+        except (ValueError, TypeError, OSError, NotImplementedError) as e:
+            raise DataError(f"{splits_path}: cannot read MATLAB file ({str(e).splitlines()[0]})") from None
+    out = []
+    for key in ("trainNdxs", "testNdxs"):
+        if key not in raw:
+            raise DataError(f"{splits_path}: missing key '{key}'")
+        ndx = np.asarray(raw[key]).ravel()
+        if ndx.size == 0 or not np.all(ndx == np.round(ndx)) or ndx.min() < 1:
+            raise DataError(f"{splits_path}: '{key}' must hold positive 1-based integer indices")
+        ndx = np.sort(ndx.astype(np.int64) - 1)
+        if np.any(np.diff(ndx) == 0):
+            raise DataError(f"{splits_path}: '{key}' has duplicate indices")
+        out.append(ndx)
+    if np.intersect1d(out[0], out[1]).size:
+        raise DataError(f"{splits_path}: trainNdxs and testNdxs overlap")
+    return out[0], out[1]
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open an HDF5 (MATLAB v7.3) file read-only; a corrupt file raises `DataError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open HDF5 file ({str(e).splitlines()[0]})") from None
+
+
+def _dataset(f: h5py.File, key: str, mat_path: Path) -> h5py.Dataset:
+    if key not in f or not isinstance(f[key], h5py.Dataset):
+        raise DataError(f"{mat_path}: missing dataset '{key}'")
+    return f[key]
+
+
+def _read_cellstr(f: h5py.File, key: str, mat_path: Path) -> list[str]:
+    """A MATLAB cell array of char rows: object references, each to a uint16 code-point array."""
+    refs = _dataset(f, key, mat_path)
+    if h5py.check_ref_dtype(refs.dtype) is None:
+        raise DataError(f"{mat_path}: '{key}' is not a cell array of object references")
+    names = []
+    for ref in np.asarray(refs).ravel():  # (1, N) in HDF5 = MATLAB's (N, 1) cell
+        chars = np.asarray(f[ref]).ravel()
+        names.append("".join(chr(int(c)) for c in chars))
+    return names
+
+
+def _check_shapes(f: h5py.File, field: str, mat_path: Path) -> tuple[int, int, int]:
+    """(N, H, W) after checking `images` (N,3,W,H) against `field` (N,W,H); mismatch → `DataError`."""
+    images, depth = _dataset(f, "images", mat_path), _dataset(f, field, mat_path)
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{mat_path}: 'images' has shape {images.shape} {images.dtype}, expected (N, 3, W, H) uint8"
+        )
+    n, _, w, h = images.shape
+    if depth.shape != (n, w, h):
+        raise DataError(
+            f"{mat_path}: '{field}' has shape {depth.shape}, expected {(n, w, h)} to match 'images'"
+        )
+    return n, h, w
+
+
+# --------------------------------------------------------------------------------------------------
+# conversion
+
+
+def _split_of(train: np.ndarray, test: np.ndarray, n: int, splits_path: Path) -> np.ndarray:
+    """Per-frame bool array, True = train; every frame must be in exactly one split (as BTS asserts)."""
+    top = max(int(train.max()), int(test.max())) + 1
+    if top > n:
+        raise DataError(f"{splits_path}: index {top} exceeds the {n} frames of the .mat")
+    is_train = np.zeros(n, dtype=bool)
+    is_train[train] = True
+    covered = is_train.copy()
+    covered[test] = True
+    if not covered.all():
+        missing = int(np.flatnonzero(~covered)[0]) + 1
+        raise DataError(f"{splits_path}: frame {missing} (1-based) is in neither trainNdxs nor testNdxs")
+    return is_train
+
+
+def _write_frame(folder: Path, i: int, rgb: np.ndarray, depth_m: np.ndarray) -> tuple[str, str]:
+    """Write frame i as `rgb_%05d.jpg` + `sync_depth_%05d.png` in `folder`; returns the two file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb_name, depth_name = f"rgb_{i:05d}.jpg", f"sync_depth_{i:05d}.png"
+    Image.fromarray(black_border(rgb)).save(folder / rgb_name, quality=JPEG_QUALITY)
+    Image.fromarray(metres_to_millimetres(depth_m)).save(folder / depth_name)
+    return rgb_name, depth_name
+
+
+def _write_list(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in sorted(lines)))
+
+
+def import_labeled_mat(
+    mat_path: Path,
+    splits_path: Path,
+    out_dir: Path,
+    field: Literal["depths", "rawDepths"] = "rawDepths",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the labeled .mat as BTS sync layout + lists under `out_dir`; returns a summary dict.
+
+    `field` picks the depth: "rawDepths" (Kinect, holes = 0; the official test GT, AiT ref §5.1) or
+    "depths" (in-painted). `progress(done, total)` is called after each frame.
+    """
+    mat_path, splits_path, out_dir = Path(mat_path), Path(splits_path), Path(out_dir)
+    if field not in ("depths", "rawDepths"):
+        raise DataError(f"{mat_path}: field must be 'depths' or 'rawDepths', got {field!r}")
+    if not mat_path.is_file():
+        raise DataError(f"{mat_path}: labeled .mat file not found")
+    train, test = read_splits(splits_path)
+    if not h5py.is_hdf5(mat_path):
+        raise DataError(f"{mat_path}: not a MATLAB v7.3 (HDF5) file")
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    with _open_h5(mat_path) as f:
+        n, h, w = _check_shapes(f, field, mat_path)
+        scenes, scene_types = _read_cellstr(f, "scenes", mat_path), _read_cellstr(f, "sceneTypes", mat_path)
+        for key, names in (("scenes", scenes), ("sceneTypes", scene_types)):
+            if len(names) != n:
+                raise DataError(f"{mat_path}: '{key}' has {len(names)} entries, expected {n}")
+            bad = [s for s in names if s in ("", ".", "..") or "/" in s or "\\" in s]
+            if bad:  # names become folders under out_dir: never let one escape it
+                raise DataError(f"{mat_path}: '{key}' holds an unusable folder name {bad[0]!r}")
+        is_train = _split_of(train, test, n, splits_path)
+        images, depths = f["images"], f[field]
+        for i in range(n):  # one frame at a time: the real file is 2.8 GB
+            split = "train" if is_train[i] else "test"
+            folder = scenes[i] if is_train[i] else scene_types[i]
+            rgb = np.asarray(images[i]).transpose(2, 1, 0)  # (3, W, H) → (H, W, 3)
+            depth_m = np.asarray(depths[i]).T  # (W, H) → (H, W)
+            rgb_name, depth_name = _write_frame(out_dir / folder, i, rgb, depth_m)
+            lines[split].append(f"{folder}/{rgb_name} {folder}/{depth_name} {NYU_FOCAL}")
+            if progress is not None:
+                progress(i + 1, n)
+    _write_list(out_dir / TRAIN_LIST, lines["train"])
+    _write_list(out_dir / TEST_LIST, lines["test"])
+    return {
+        "frames": n,
+        "height": h,
+        "width": w,
+        "field": field,
+        "train": len(lines["train"]),
+        "test": len(lines["test"]),
+        "train_list": str(out_dir / TRAIN_LIST),
+        "test_list": str(out_dir / TEST_LIST),
+    }

@@ -1,0 +1,224 @@
+"""Validate a dataset once and turn it into per-split manifests (JSON lines) plus a report.
+
+Every later stage reads these manifests instead of the raw list files or annotation jsons, so the
+checks below run exactly once per dataset version:
+
+- depth (NYUv2 formats): both files exist and decode, RGB and depth sizes match, depth is uint16
+  millimetres (or the documented 8-bit DenseDepth encoding in that layout);
+- insseg (COCO format): the image exists, decodes and has the size the json claims; every
+  annotation has a known category, a positive box inside the image, a non-empty segmentation and a
+  0/1 crowd flag.
+
+A malformed sample is skipped and listed in the report with its reason; a malformed annotation is
+dropped from its image and listed. The caller decides (with `max_bad_fraction`) whether the
+dataset as a whole is acceptable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from pipeline.data import coco, nyu
+from pipeline.data.errors import DataError
+
+Progress = Callable[[int, int], None]
+BOX_TOLERANCE_PX = 1.0  # COCO boxes are floats rounded from polygons; allow one pixel of overhang
+
+
+@dataclass
+class SplitResult:
+    """Validated records of one split plus what was skipped (each with its reason)."""
+
+    records: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # whole samples
+    dropped: list[dict] = field(default_factory=list)  # single annotations (insseg only)
+    total: int = 0
+    total_annotations: int = 0
+
+
+def sample_key(rel_path: str) -> str:
+    """A WebDataset-safe key (no dots, no slashes) from a dataset-relative file path."""
+    stem = os.path.splitext(rel_path.lstrip("/"))[0]
+    return stem.replace("/", "_").replace(".", "_")
+
+
+def _parallel_map(fn, items: Sequence, progress: Progress | None) -> list:
+    # Decoding is I/O and C code that releases the GIL, so threads give a real speed-up here.
+    out = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, result in enumerate(pool.map(fn, items), 1):
+            out.append(result)
+            if progress:
+                progress(i, len(items))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# depth
+
+
+def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str) -> dict:
+    """One manifest record for a depth pair, or DataError naming the first problem."""
+    rgb = nyu.read_rgb(entry.rgb)
+    raw = nyu.read_depth_png(entry.depth)
+    allowed = (np.uint16, np.uint8) if layout == "densedepth" else (np.uint16,)
+    if raw.dtype not in allowed:
+        raise DataError(f"{entry.depth}: depth must be uint16 millimetres, got {raw.dtype}")
+    if raw.shape != rgb.shape[:2]:
+        raise DataError(f"{entry.depth}: depth is {raw.shape[1]}x{raw.shape[0]} but RGB is "
+                        f"{rgb.shape[1]}x{rgb.shape[0]}")
+    rel = os.path.relpath(entry.rgb, root)
+    record = {
+        "key": sample_key(rel),
+        "rgb": str(entry.rgb),
+        "depth": str(entry.depth),
+        "focal": entry.focal,
+        "height": int(raw.shape[0]),
+        "width": int(raw.shape[1]),
+        "complete_depth": None,
+    }
+    # The demo dataset stores its hole-free depth next to the sensor depth (pipeline/data/demo).
+    complete = entry.depth.with_name(entry.depth.name.replace("sync_depth_", "complete_depth_"))
+    if complete != entry.depth and complete.is_file():
+        record["complete_depth"] = str(complete)
+    return record
+
+
+def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: str,
+                        progress: Progress | None = None) -> SplitResult:
+    def check(entry):
+        try:
+            return check_depth_entry(entry, root, layout)
+        except (DataError, OSError) as e:
+            return {"key": sample_key(os.path.relpath(entry.rgb, root)), "reason": _one_line(e)}
+
+    result = SplitResult(total=len(entries))
+    seen: set[str] = set()
+    for row in _parallel_map(check, entries, progress):
+        if "reason" not in row and row["key"] in seen:
+            row = {"key": row["key"], "reason": f"{row['rgb']}: listed more than once"}
+        (result.skipped if "reason" in row else result.records).append(row)
+        seen.add(row["key"])
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# instance segmentation
+
+
+def check_annotation(ann: dict, width: int, height: int, category_ids: set[int]) -> str | None:
+    """Why this COCO annotation is unusable, or None when it is fine."""
+    if ann.get("category_id") not in category_ids:
+        return f"unknown category_id {ann.get('category_id')!r}"
+    if ann.get("iscrowd", 0) not in (0, 1):
+        return f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        return "bbox must be [x, y, w, h]"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"empty bbox {bbox}"
+    t = BOX_TOLERANCE_PX
+    if x < -t or y < -t or x + w > width + t or y + h > height + t:
+        return f"bbox {bbox} outside the {width}x{height} image"
+    seg = ann.get("segmentation")
+    if not seg:
+        return "empty segmentation"
+    try:
+        area = float(mask_utils.area(coco.segmentation_to_rle(seg, height, width)))
+    except Exception as e:  # pycocotools raises bare Exceptions on malformed polygons
+        return f"unreadable segmentation ({_one_line(e)})"
+    if area <= 0:
+        return "segmentation covers no pixel"
+    return None
+
+
+def check_image(index: coco.CocoIndex, image_id: int) -> dict:
+    """The manifest record of one COCO image (annotations not yet filtered) or DataError."""
+    info = index.image_record(image_id)
+    path = index.image_path(image_id)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            size = im.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot decode image ({_one_line(e)})") from None
+    if size != (info["width"], info["height"]):
+        raise DataError(f"{path}: image is {size[0]}x{size[1]} but the json says "
+                        f"{info['width']}x{info['height']}")
+    return {"key": f"{image_id:012d}", "image_id": image_id, "image": str(path),
+            "width": info["width"], "height": info["height"]}
+
+
+def prepare_insseg_split(index: coco.CocoIndex, progress: Progress | None = None) -> SplitResult:
+    category_ids = {c["id"] for c in index.categories}
+
+    def check(image_id):
+        try:
+            record = check_image(index, image_id)
+        except DataError as e:
+            return {"key": f"{image_id:012d}", "reason": _one_line(e)}, []
+        kept, dropped = [], []
+        for ann in index.annotations(image_id):
+            reason = check_annotation(ann, record["width"], record["height"], category_ids)
+            if reason:
+                dropped.append({"key": record["key"], "annotation_id": ann.get("id"), "reason": reason})
+            else:
+                kept.append({k: ann[k] for k in ("id", "category_id", "bbox", "area", "segmentation")}
+                            | {"iscrowd": int(ann.get("iscrowd", 0))})
+        record["annotations"] = kept
+        return record, dropped
+
+    result = SplitResult(total=len(index.image_ids))
+    for row, dropped in _parallel_map(check, index.image_ids, progress):
+        (result.skipped if "reason" in row else result.records).append(row)
+        result.dropped.extend(dropped)
+    result.total_annotations = sum(len(index.annotations(i)) for i in index.image_ids)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+
+
+def build_report(task: str, source: str, splits: dict[str, SplitResult], max_bad_fraction: float) -> dict:
+    """Counts per split, every skipped sample/annotation with its reason, and the verdict."""
+    total = sum(s.total for s in splits.values())
+    bad = sum(len(s.skipped) for s in splits.values())
+    total_ann = sum(s.total_annotations for s in splits.values())
+    bad_ann = sum(len(s.dropped) for s in splits.values())
+    fractions = {"samples": bad / total if total else 1.0}
+    if total_ann:
+        fractions["annotations"] = bad_ann / total_ann
+    worst = max(fractions, key=fractions.get)
+    return {
+        "task": task,
+        "source": source,
+        "max_bad_fraction": max_bad_fraction,
+        "bad_fraction": fractions,
+        "ok": total > 0 and fractions[worst] <= max_bad_fraction,
+        "verdict": (f"{worst}: {fractions[worst]:.1%} bad (limit {max_bad_fraction:.1%})"
+                    if total else "no samples"),
+        "counts": {name: {"total": s.total, "kept": len(s.records), "skipped": len(s.skipped),
+                          "annotations": sum(len(r.get("annotations", ())) for r in s.records),
+                          "dropped_annotations": len(s.dropped)}
+                   for name, s in splits.items()},
+        "skipped": [dict(row, split=name) for name, s in splits.items() for row in s.skipped],
+        "dropped_annotations": [dict(row, split=name) for name, s in splits.items() for row in s.dropped],
+    }
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"

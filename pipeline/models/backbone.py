@@ -1,0 +1,156 @@
+"""SwinV2 image backbone of the task-solver: a thin wrapper over `timm.create_model` -> NCHW stage-4 maps.
+
+Follows AiT ref §4.1: only stage 4 is used (stride 32) with the final LayerNorm applied to it. The official
+code vendors a modified SwinV2; we import timm's (STYLE §3.6 rule 11) and pin its quirks in tests:
+`forward_features` returns NHWC, `forward_intermediates` NCHW - this module is the one NHWC->NCHW site.
+
+Input sizes (deliberate deviation, documented): the image is zero-padded at the bottom/right to a multiple
+of the total stride 32, and the timm model is built with `strict_img_size=False`, so timm pads each stage's
+map to a multiple of its window inside the attention (as the official code does per stage, ref §4.1). We
+pad to 32 rather than to 32 x window because windows are per stage and clamped by timm to the stage size
+at `img_size`; padding the image further would only change the feature grid (e.g. 480 -> 512 gives 16x16
+instead of the official 15x15). Output grid: ceil(H/32) x ceil(W/32).
+
+Also here: `layer_id` for layer-wise learning-rate decay (ref §4.6, official `get_num_layer_for_swin`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+STRIDE = 32  # patch 4 x three 2x patch mergings
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "swinv2_tiny_window8_256"
+    img_size: int = 256  # sets timm's per-stage window clamping; other input sizes are still accepted
+    window_size: int | None = None  # None keeps the variant's default
+    embed_dim: int | None = None
+    depths: tuple[int, ...] | None = None
+    num_heads: tuple[int, ...] | None = None
+    pretrained_window_sizes: tuple[int, ...] | None = None  # SimMIM checkpoints: (12, 12, 12, 6), ref §4.1
+    drop_path_rate: float = 0.1
+    pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
+    weights: str | None = None  # local .safetensors or torch state-dict file
+
+
+class Backbone(nn.Module):
+    """(B, 3, H, W) images -> (B, out_channels, ceil(H/32), ceil(W/32)) normalised stage-4 features."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.out_channels: int = body.num_features
+        self.depths: tuple[int, ...] = tuple(len(stage.blocks) for stage in body.layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, ceil(H/32), ceil(W/32)); the input is zero-padded bottom/right to /32."""
+        h, w = images.shape[-2:]
+        images = F.pad(images, (0, -w % STRIDE, 0, -h % STRIDE))
+        last = len(self.body.layers) - 1
+        # norm=True applies the final LayerNorm to stage 4: the "extra LayerNorm" of ref §4.1
+        (features,) = self.body.forward_intermediates(
+            images, indices=[last], norm=True, intermediates_only=True
+        )
+        return features
+
+
+def build_backbone(cfg: BackboneConfig) -> Backbone:
+    """timm SwinV2 (classifier head removed, any input size) plus optional local weights -> Backbone."""
+    import timm  # heavy import (~4 s, STYLE §1.4): only where a backbone is actually built
+
+    overrides = {
+        "embed_dim": cfg.embed_dim,
+        "depths": cfg.depths,
+        "num_heads": cfg.num_heads,
+        "window_size": cfg.window_size,
+        "pretrained_window_sizes": cfg.pretrained_window_sizes,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    body = timm.create_model(
+        cfg.name,
+        pretrained=cfg.pretrained,
+        features_only=False,
+        num_classes=0,  # the classifier head is unused: no parameters for it
+        img_size=cfg.img_size,
+        strict_img_size=False,  # accept any size; timm pads each stage to its window (see module doc)
+        drop_path_rate=cfg.drop_path_rate,
+        **overrides,
+    )
+    if cfg.weights is not None:
+        load_weights(body, cfg.weights)
+    return Backbone(body)
+
+
+def load_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a local safetensors / torch state dict into the timm model strictly; ValueError on mismatch.
+
+    A `{"model": ...}` or `{"state_dict": ...}` wrapper is unwrapped and classifier `head.*` keys are dropped;
+    key remapping of foreign checkpoints (e.g. the official SimMIM ones) is NOT done here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "state_dict"):
+            if isinstance(state, Mapping) and set(state) == {key}:
+                state = state[key]
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    expected = body.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"backbone weights {path} do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} shape mismatches "
+            f"(e.g. {wrong[:3]})"
+        )
+    body.load_state_dict(state)
+
+
+def num_lr_layers(depths: Sequence[int]) -> int:
+    """Number of layer-decay groups: patch embed + blocks + all but the last patch merging + "the rest"."""
+    return sum(depths) + len(depths) - 1 + 2
+
+
+_BLOCK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.")
+_MERGE = re.compile(r"layers\.(\d+)\.downsample\.")
+
+
+def layer_id(param_name: str, depths: Sequence[int], prefix: str = "") -> int:
+    """Layer-decay group of a parameter: 0 for the patch embed ... num_lr_layers-1 outside the backbone.
+
+    `prefix` is where the timm model sits in the caller's module (e.g. "backbone.body."). Numbering as the
+    official `get_num_layer_for_swin` (ref §4.6): every stage but the last counts depth+1 layers (its patch
+    merging); the official merging sits at the END of stage s, timm's at the START of stage s+1, so timm's
+    `layers.{s}.downsample` gets the official id of stage s-1's merging. The final norm is "the rest".
+    With depths (2, 2, 18, 2): 29 groups, lr scale = decay ** (28 - layer_id).
+    """
+    last = num_lr_layers(depths) - 1
+    if not param_name.startswith(prefix):
+        return last
+    name = param_name[len(prefix) :]
+    per_stage = [d + 1 for d in depths[:-1]] + [depths[-1]]
+    if name.startswith("patch_embed."):
+        return 0
+    if match := _BLOCK.match(name):
+        stage, block = int(match[1]), int(match[2])
+        return sum(per_stage[:stage]) + block + 1
+    if match := _MERGE.match(name):
+        return sum(per_stage[: int(match[1])])
+    return last

@@ -1,0 +1,128 @@
+"""Process runtime: device, precision, seeding and the 1-vs-N-process switch, chosen once.
+
+This is the only module under `pipeline/` that reads environment variables:
+- `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (set by torchrun) decide whether we are distributed;
+- `AIT_DEVICE` overrides the automatic device choice (like nanochat's `NANOCHAT_DTYPE`).
+
+Following nanochat `common.py` / lucidrains' `all_reduce_fn = ... if use_ddp else noop`, collectives are
+chosen once in `init_distributed` and exposed as stable functions (`all_reduce_sum`,
+`broadcast_from_rank0`) that are no-ops with one process. Library math calls them unconditionally,
+so there is no `if ddp:` anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    is_dist: bool  # True only when more than one process takes part
+    rank: int
+    local_rank: int
+    world_size: int
+
+
+def dist_info() -> DistInfo:
+    """The torchrun view of this process; (False, 0, 0, 1) when not launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return DistInfo(is_dist=world_size > 1, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# collectives: no-ops until init_distributed finds more than one process
+
+
+def _noop(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _dist_all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def _dist_broadcast_from_rank0(t: torch.Tensor) -> torch.Tensor:
+    dist.broadcast(t, src=0)
+    return t
+
+
+_all_reduce_fn: Callable[[torch.Tensor], torch.Tensor] = _noop
+_broadcast_fn: Callable[[torch.Tensor], torch.Tensor] = _noop
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over all processes, in place, and return it; the identity with one process."""
+    return _all_reduce_fn(t)
+
+
+def broadcast_from_rank0(t: torch.Tensor) -> torch.Tensor:
+    """Overwrite `t` in place with rank 0's copy and return it; the identity with one process."""
+    return _broadcast_fn(t)
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA) and pick collectives."""
+    global _all_reduce_fn, _broadcast_fn
+    info = dist_info()
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    if info.is_dist:
+        if not dist.is_initialized():
+            # env:// reads MASTER_ADDR / MASTER_PORT, which torchrun sets.
+            backend = "nccl" if device_type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        _all_reduce_fn, _broadcast_fn = _dist_all_reduce_sum, _dist_broadcast_from_rank0
+    return info
+
+
+def destroy_distributed() -> None:
+    """Leave the process group (if any) and fall back to the no-op collectives."""
+    global _all_reduce_fn, _broadcast_fn
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _all_reduce_fn, _broadcast_fn = _noop, _noop
+
+
+# --------------------------------------------------------------------------------------------------
+# device, precision, seeding, printing
+
+
+def pick_device(override: str | None = None) -> torch.device:
+    """`override`, else env AIT_DEVICE, else cuda (this process's local rank) if available, else cpu."""
+    name = override or os.environ.get("AIT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        # One GPU per process under torchrun: "cuda" means this rank's GPU.
+        device = torch.device("cuda", dist_info().local_rank)
+    return device
+
+
+def autocast_ctx(device: torch.device, enabled: bool = True) -> AbstractContextManager:
+    """bf16 autocast on CUDA; a null context on CPU (or when `enabled` is False)."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def print0(*args, **kwargs) -> None:
+    """`print` on rank 0 only."""
+    if dist_info().rank == 0:
+        print(*args, **kwargs)

@@ -1,0 +1,1 @@
+"""Tokenizer-side pure helpers: depth mask augmentation, instance-mask box crops, interpolation baselines."""

@@ -1,0 +1,83 @@
+"""The tokenizer training loop: one code path for CPU, CUDA and torchrun DDP (AiT ref §1.4, §1.5).
+
+Losses (AiT ref §1.3): depth = MSE against the clean GT on valid (> 0) pixels of the reconstruction
+of the *mask-augmented* input (§2); masks = plain MSE in the network's [-1, 1] space. Both add the
+quantizer's 0.25-weighted commitment term. The quantizer all-reduces its EMA statistics itself, so
+DDP only has to average the gradients of the conv weights (buffers are not broadcast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.losses import mse_ignore_zero
+from pipeline.models.vqvae import VQVAE
+from pipeline.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+from pipeline.runtime import DistInfo, autocast_ctx
+from pipeline.tokenizers.mask_augment import random_patch_mask
+
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    task: str  # "depth" | "insseg"
+    mask_ratio: float = 0.0
+    patch_size: int = 16
+
+
+def tokenizer_loss(model: torch.nn.Module, batch: torch.Tensor, spec: LossSpec,
+                   generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts for one `(B, 1, S, S)` batch (depth in metres or masks in [0, 1])."""
+    if spec.task == "depth":
+        inputs = random_patch_mask(batch, spec.mask_ratio, spec.patch_size, generator) \
+            if spec.mask_ratio > 0 else batch
+        recon, indices, commit = model(inputs)
+        recon_loss = mse_ignore_zero(recon.float(), batch)
+    else:
+        recon, indices, commit = model(batch)
+        # MSE in network space: (2y − 1) − (2x − 1) = 2 (y − x), as the official [-1, 1] loss.
+        recon_loss = F.mse_loss(2.0 * recon.float() - 1.0, 2.0 * batch - 1.0)
+    return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """DDP wrapper with several processes, the model itself with one (same call sites either way)."""
+    if not info.is_dist:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    # broadcast_buffers=False: the codebook is kept identical by the quantizer's own all-reduce.
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], steps: int, optim: OptimConfig,
+                  spec: LossSpec, info: DistInfo, device: torch.device, seed: int,
+                  log: LogFn, log_every: int) -> dict[str, float]:
+    """Train `model` in place for `steps` batches; returns the last logged values."""
+    model.to(device).train()
+    net = wrap_ddp(model, info, device)
+    optimizer = build_optimizer(model.parameters(), optim)
+    scheduler = build_scheduler(optimizer, optim, steps)
+    # Mask-augmentation randomness: seeded per rank, on the device that draws it.
+    generator = torch.Generator(device=device).manual_seed(seed * 1000 + info.rank)
+    last: dict[str, float] = {}
+    for step, batch in enumerate(batches):
+        batch = batch.to(device, non_blocking=True)
+        with autocast_ctx(device):
+            loss, parts = tokenizer_loss(net, batch, spec, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(model.parameters(), optim.grad_clip)
+        optimizer.step()
+        if step % log_every == 0 or step == steps - 1:
+            last = {"loss": float(loss.detach()), "recon": float(parts["recon"]), "commit": float(parts["commit"]),
+                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+                    **model.quantizer.usage()}
+            log(step, last)
+        scheduler.step()
+    return last

@@ -1,0 +1,72 @@
+"""`ait eval-tokenizer VARIANT` — the `eval_tokenizer@<variant>` DVC stages (paper Tables 1, 8, 12).
+
+Scores the trained tokenizer's reconstructions of the held-out split (depth: NYU protocol, hard and
+soft decoding, plus hole RMSE against the complete depth when the data has one; masks: COCO mask AP
+with GT boxes and classes) next to the interpolation-tokenizer baseline, and writes `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline import checkpoint
+from pipeline.config import TokenizerTaskConfig, TokenizerVariant, load_section
+from pipeline.data.errors import DataError
+from pipeline.io import atomic_dir, read_jsonl, write_json
+from pipeline.models.vqvae import VQVAE, VQVAEConfig
+from pipeline.runtime import pick_device
+from pipeline.tokenizers.evaluate import evaluate_depth, evaluate_masks
+from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
+
+SPLIT = {"depth": "test", "insseg": "val"}
+
+
+def load_tokenizer(directory: Path) -> tuple[VQVAE, dict]:
+    """Rebuild a tokenizer from its checkpoint's config.json (never from params.yaml)."""
+    try:
+        config = checkpoint.read_config(directory)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
+    model = VQVAE(VQVAEConfig(**config["architecture"]))
+    checkpoint.load_weights(directory, model)
+    return model.eval(), config
+
+
+@fail_cleanly
+def main(
+    variant: Annotated[str, typer.Argument(help="a key of tokenizer.variants")],
+    params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),
+    prepared: Annotated[Path, typer.Option(help="prepared-data root")] = Path("data/prepared"),
+    model_dir: Annotated[Path | None, typer.Option(help="checkpoint dir")] = None,
+    out: Annotated[Path | None, typer.Option(help="results dir")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda (default: auto)")] = None,
+) -> None:
+    """Reconstruction metrics of one tokenizer variant against the interpolation baseline."""
+    spec = load_section(params, f"tokenizer.variants.{variant}", TokenizerVariant)
+    cfg = load_section(params, f"tokenizer.{spec.task}", TokenizerTaskConfig)
+    model, config = load_tokenizer(model_dir or Path("models/tokenizer") / variant)
+    out = out or Path("results/eval_tokenizer") / variant
+    split = prepared / spec.task / f"{SPLIT[spec.task]}.jsonl"
+    if not split.is_file():
+        raise DataError(f"{split}: prepared manifest not found (run `dvc repro prepare`)")
+    records = read_jsonl(split)
+    dev = pick_device(device)
+    with progress(f"eval_tokenizer {variant}") as cb:
+        if spec.task == "depth":
+            metrics = evaluate_depth(model, records, cfg.train.eval_tau, dev, cb)
+        else:
+            categories = json.loads((prepared / "insseg" / "categories.json").read_text())
+            metrics = evaluate_masks(model, records, categories, cfg.train.crop_size, cfg.train.eval_tau,
+                                     dev, progress=cb)
+    metrics = {"variant": variant, "task": spec.task, "tokenizer_hash": config["content_hash"],
+               "num_images": len(records), **metrics}
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+    key = "rmse" if spec.task == "depth" else "AP"
+    console.print(f"eval_tokenizer {variant}: {key} hard {metrics['vqvae_hard'][key]:.4f}, soft "
+                  f"{metrics['vqvae_soft'][key]:.4f}, interpolation baseline "
+                  f"{metrics['interp_baseline'][key]:.4f}", highlight=False)

@@ -1,0 +1,41 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The read-only real-data samples live next to the repository, never inside it.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`<repo>/../shared/data`, or skip the test when that sample folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data samples absent: {SHARED_DATA} not found")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A directory with a tiny params.yaml, the rendered tiny demo and both prepared datasets.
+
+    Built once per session by running the real stage commands; tests that write outputs copy what
+    they need or write elsewhere.
+    """
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    from tests.tiny import tiny_params, write_params
+
+    root = tmp_path_factory.mktemp("tiny_project")
+    params = write_params(root / "params.yaml", tiny_params(root))
+    runner = CliRunner()
+    steps = [["data", "demo", "--out", str(root / "data/demo")]]
+    steps += [["prepare", t, "--out", str(root / "data/prepared" / t)] for t in ("depth", "insseg")]
+    for args in steps:
+        result = runner.invoke(app, [*args, "--params", str(params)])
+        assert result.exit_code == 0, f"ait {' '.join(args)} failed:\n{result.output}"
+    return root

@@ -1,0 +1,107 @@
+"""SwinV2 backbone wrapper: NCHW stage-4 features vs timm, padding, local weights, layer-decay ids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.backbone import BackboneConfig, build_backbone, layer_id, num_lr_layers
+
+TINY = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), img_size=64, window_size=4)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_backbone(BackboneConfig(**TINY)).eval()
+
+
+def _images(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_features_are_nchw_stage4_with_final_norm(tiny):
+    x = _images(2, 3, 64, 64)
+    with torch.no_grad():
+        out = tiny(x)
+        (ref,) = tiny.body.forward_intermediates(x, indices=[3], norm=True, intermediates_only=True)
+        nhwc = tiny.body.forward_features(x)
+    assert tiny.out_channels == 256 and out.shape == (2, 256, 2, 2)
+    assert torch.equal(out, ref)
+    # timm quirk pinned (STYLE §1.4): forward_features is NHWC, with the same final LayerNorm
+    assert nhwc.shape == (2, 2, 2, 256)
+    torch.testing.assert_close(out, nhwc.permute(0, 3, 1, 2))
+
+
+def test_any_size_build_matches_strict_timm_model_at_nominal_size(tiny):
+    import timm
+
+    strict = timm.create_model("swinv2_tiny_window8_256", num_classes=0, **TINY).eval()
+    strict.load_state_dict(tiny.body.state_dict())
+    x = _images(1, 3, 64, 64, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny(x), strict.forward_features(x).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(("h", "w", "grid"), [(60, 80, (2, 3)), (96, 64, (3, 2)), (33, 31, (2, 1))])
+def test_non_multiple_inputs_are_zero_padded_to_stride_32(tiny, h, w, grid):
+    x = _images(1, 3, h, w, seed=2)
+    padded = F.pad(x, (0, grid[1] * 32 - w, 0, grid[0] * 32 - h))  # bottom/right zeros
+    with torch.no_grad():
+        out = tiny(x)
+        assert out.shape == (1, 256, *grid)
+        assert torch.equal(out, tiny(padded))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_weights_round_trip(tiny, tmp_path, suffix):
+    path = tmp_path / f"backbone{suffix}"
+    state = {k: v.contiguous() for k, v in tiny.body.state_dict().items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"model": state}, path)  # wrapped, as many checkpoints are
+    torch.manual_seed(123)  # a different random init that the weights must overwrite
+    loaded = build_backbone(BackboneConfig(**TINY, weights=str(path))).eval()
+    x = _images(1, 3, 64, 64, seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), tiny(x))
+
+
+def test_mismatched_or_missing_weights_raise_clearly(tmp_path):
+    other = build_backbone(BackboneConfig(**{**TINY, "embed_dim": 16}))
+    path = tmp_path / "other.pt"
+    torch.save(other.body.state_dict(), path)
+    with pytest.raises(ValueError, match="shape mismatches"):
+        build_backbone(BackboneConfig(**TINY, weights=str(path)))
+    with pytest.raises(FileNotFoundError):
+        build_backbone(BackboneConfig(**TINY, weights=str(tmp_path / "absent.pt")))
+
+
+def test_layer_ids_follow_the_official_swin_numbering():
+    depths = (2, 2, 18, 2)  # SwinV2-B: 29 groups, scale = decay ** (28 - id) (ref §4.6)
+    assert num_lr_layers(depths) == 29
+    p = "backbone.body."
+    expected = {
+        "patch_embed.proj.weight": 0,
+        "layers.0.blocks.0.attn.qkv.weight": 1,
+        "layers.0.blocks.1.mlp.fc1.bias": 2,
+        "layers.1.downsample.reduction.weight": 3,  # official layers.0.downsample: sum([3]) = 3
+        "layers.1.blocks.0.norm1.weight": 4,
+        "layers.2.downsample.norm.bias": 6,
+        "layers.2.blocks.17.attn.logit_scale": 24,
+        "layers.3.downsample.reduction.weight": 25,
+        "layers.3.blocks.1.attn.cpb_mlp.0.weight": 27,
+        "norm.weight": 28,
+    }
+    assert {n: layer_id(p + n, depths, prefix=p) for n in expected} == expected
+    assert layer_id("solver.token_embed", depths, prefix=p) == 28
+
+
+def test_layer_ids_cover_every_tiny_backbone_parameter_in_order(tiny):
+    ids = [layer_id(n, tiny.depths, prefix="body.") for n, _ in tiny.named_parameters()]
+    assert min(ids) == 0 and max(ids) == num_lr_layers(tiny.depths) - 1 == 8
+    assert ids == sorted(ids)  # timm registers parameters in forward order

@@ -1,0 +1,139 @@
+"""Config integrity: the real params.yaml loads strictly, and dvc.yaml only names keys that exist."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import (
+    SECTIONS,
+    ConfigError,
+    DataConfig,
+    DemoConfig,
+    from_dict,
+    load_all,
+    load_section,
+    load_value,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stages():
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return list(repo.index.stages)
+
+
+def test_real_params_load_into_every_section():
+    loaded = load_all(ROOT / "params.yaml")
+    assert set(loaded) == set(SECTIONS)
+    for name, cls in SECTIONS.items():
+        assert isinstance(loaded[name], cls)
+
+
+def test_every_dvc_param_key_exists_in_params_yaml():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = [key for stage in _stages() for dep in stage.deps if hasattr(dep, "params")
+            for key in dep.params]
+    assert keys, "dvc.yaml declares no params"
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml names missing param {key}"
+            node = node[part]
+
+
+def test_every_stage_cmd_is_an_ait_command_that_imports():
+    from stages.cli import app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups}
+    for stage in _stages():
+        words = stage.cmd.split()
+        assert words[0] == "ait", stage.cmd
+        assert words[1] in names, f"{stage.addressing}: `ait {words[1]}` does not exist"
+    for module in ("stages.data", "stages.prepare", "stages.summary"):
+        importlib.import_module(module)
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data:\n  demo:\n    heigth: 10\n")
+    with pytest.raises(ConfigError, match=r"data\.demo\.heigth: unknown key"):
+        load_section(p, "data", DataConfig)
+
+
+@pytest.mark.parametrize("value, expected", [("'12'", "expected int, got str"),
+                                              ("true", "expected int, got bool"),
+                                              ("1.5", "expected int, got float")])
+def test_wrong_type_names_the_key(tmp_path, value, expected):
+    p = tmp_path / "params.yaml"
+    p.write_text(f"data:\n  demo:\n    height: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_section(p, "data", DataConfig)
+    assert "data.demo.height" in str(err.value) and expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_literal_and_unknown_section(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data:\n  tasks:\n    depth:\n      layout: hdf5\n")
+    with pytest.raises(ConfigError, match=r"data\.tasks\.depth\.layout: expected one of"):
+        load_section(p, "data", DataConfig)
+    p.write_text("base: {seed: 1}\nsolverr: {}\n")
+    with pytest.raises(ConfigError, match="unknown section 'solverr'"):
+        load_all(p)
+
+
+def test_int_is_accepted_for_float_and_configs_are_frozen(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data:\n  max_bad_fraction: 0\n  demo: {max_range: 5}\n")
+    cfg = load_section(p, "data", DataConfig)
+    assert cfg.demo.max_range == 5.0 and isinstance(cfg.demo.max_range, float)
+    assert load_value(p, "data.max_bad_fraction", float) == 0.0
+    with pytest.raises(AttributeError):
+        cfg.demo.height = 1  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Inner:
+    sizes: tuple[int, ...] = ()
+    pair: tuple[int, float] = (1, 1.0)
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    table: dict[str, int] = field(default_factory=dict)
+
+
+def test_nested_collections_are_checked():
+    cfg = from_dict(Outer, {"inner": {"sizes": [1, 2], "pair": [3, 4], "name": None}, "table": {"a": 1}}, "x")
+    assert cfg.inner.sizes == (1, 2) and cfg.inner.pair == (3, 4.0) and cfg.table == {"a": 1}
+    with pytest.raises(ConfigError, match=r"x\.inner\.sizes\[1\]: expected int"):
+        from_dict(Outer, {"inner": {"sizes": [1, "b"]}}, "x")
+    with pytest.raises(ConfigError, match=r"x\.table\.a: expected int"):
+        from_dict(Outer, {"table": {"a": 1.5}}, "x")
+    with pytest.raises(ConfigError, match=r"x\.inner\.pair: expected 2 items"):
+        from_dict(Outer, {"inner": {"pair": [1]}}, "x")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_section(tmp_path / "nope.yaml", "data", DataConfig)
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_section(p, "data", DataConfig)
+
+
+def test_defaults_match_params_yaml():
+    # The dataclass defaults are the demo defaults: a params.yaml that omits a key behaves the same.
+    assert load_section(ROOT / "params.yaml", "data.demo", DemoConfig) == DemoConfig()
