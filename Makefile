@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Stage commands call `ait`, so the venv's bin dir goes first on PATH (as `source .venv/bin/activate`).
 repro: $(STAMP)
-	DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 dvc repro
 	$(BIN)/ait summary
 
 test: $(STAMP)

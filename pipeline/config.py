@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAEConfig
 from pipeline.optim import OptimConfig
 
@@ -132,11 +133,108 @@ class TokenizerConfig:
                               f"depth variant in tokenizer.variants")
 
 
+@dataclass(frozen=True)
+class DepthCacheConfig:
+    crop_size: int = 480  # side of the solver's square training crop (paper: 480 of the 480x640 frame)
+    crop_stride: int = 32  # x-offset stride of the cached views; 1 = every offset the solver can draw
+    shard_max_samples: int = 1000  # samples per WebDataset shard
+    batch_size: int = 16  # tokenizer encode batch
+    num_workers: int = 0  # DataLoader workers decoding labels
+
+
+@dataclass(frozen=True)
+class InssegCacheConfig:
+    shard_max_samples: int = 1000
+    batch_size: int = 256  # mask crops per encode batch
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    depth: DepthCacheConfig = field(default_factory=DepthCacheConfig)
+    insseg: InssegCacheConfig = field(default_factory=InssegCacheConfig)
+
+
+@dataclass(frozen=True)
+class SolverModelConfig:
+    """The encoder-decoder's architecture (AiT ref §4.2) minus what is derived (V, sequence length)."""
+
+    dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dropout: float = 0.1
+    drop_path: float = 0.1
+    parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
+
+
+@dataclass(frozen=True)
+class DepthTaskConfig:
+    """How the solver learns and decodes depth (AiT ref §3, §4.4)."""
+
+    aux_weight: float = 1.0  # SiLog of the soft decode through the frozen detokenizer (§3.3)
+    tau: float = 0.8  # decode_soft temperature (multiplies the logits)
+    soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
+    soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
+    color_jitter: float = 0.2  # brightness / contrast / saturation strength (0 = off)
+
+
+@dataclass(frozen=True)
+class InssegTaskConfig:
+    """How the solver learns and decodes instances (AiT ref §4.5)."""
+
+    num_query: int = 100  # objects per sequence (21 tokens each)
+    image_size: int = 640  # square (padded) input side; also the coordinate normalisation
+    scale_range: tuple[float, float] = (0.1, 3.0)  # large-scale jitter of the training images
+    aux_weight: float = 5.0  # Dice + MSE of the soft-decoded masks (§3.3)
+    mask_weight: float = 0.2  # CE weight of mask-code targets
+    tau: float = 1.0
+    top_p: float = 0.0  # 0 = greedy (deterministic); the paper samples with 0.3
+    soft_input: bool = True
+    soft_decode: bool = True
+    color_jitter: float = 0.2
+
+
+@dataclass(frozen=True)
+class SolverRunConfig:
+    """One train_solver@<run> stage: which tasks, how long, how."""
+
+    tasks: tuple[Literal["depth", "insseg"], ...] = ("depth",)
+    steps: int = 1000
+    batch_size: dict[str, int] = field(default_factory=lambda: {"depth": 24})  # global, per task
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per task, default 1 (joint: depth 0.2)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    layer_decay: float = 0.9  # backbone lr = lr * layer_decay ** (num_layers - 1 - layer_id)
+    num_workers: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+
+    def __post_init__(self) -> None:
+        if set(self.batch_size) != set(self.tasks):
+            raise ConfigError(f"batch_size keys {sorted(self.batch_size)} must match tasks {list(self.tasks)}")
+        if not set(self.loss_weights) <= set(self.tasks):
+            raise ConfigError(f"loss_weights keys {sorted(self.loss_weights)} are not all in tasks {list(self.tasks)}")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: SolverModelConfig = field(default_factory=SolverModelConfig)
+    num_bins: int = 2000  # coordinate quantisation bins (the vocabulary gets num_bins + 1)
+    spare_codes: int = 0  # reserved vocabulary rows for future tasks (the paper's insseg configs: 128)
+    depth: DepthTaskConfig = field(default_factory=DepthTaskConfig)
+    insseg: InssegTaskConfig = field(default_factory=InssegTaskConfig)
+    runs: dict[str, SolverRunConfig] = field(default_factory=dict)
+
+
 # Top-level params.yaml sections and their schemas. Later sections register here.
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
     "data": DataConfig,
     "tokenizer": TokenizerConfig,
+    "cache": CacheConfig,
+    "solver": SolverConfig,
 }
 
 

@@ -57,6 +57,22 @@ class Vocab:
         return cls(num_bins, num_classes, mask_codes, depth_codes, spare_codes)
 
     @classmethod
+    def from_manifests(cls, num_bins: int, depth: dict | None = None, insseg: dict | None = None,
+                       spare_codes: int = 0) -> Vocab:
+        """The layout of a solver trained on these token caches (their `manifest.json` dicts).
+
+        Codebook sizes come from each cache's tokenizer and the class count from the insseg cache's
+        categories; a task without a cache has no range. Nothing here is typed by hand.
+        """
+        return cls.build(
+            num_bins,
+            len(insseg["categories"]) if insseg else 0,
+            insseg["tokenizer"]["num_embeddings"] if insseg else None,
+            depth["tokenizer"]["num_embeddings"] if depth else None,
+            spare_codes,
+        )
+
+    @classmethod
     def paper(cls, with_insseg: bool) -> Vocab:
         """The official layout: V=2339 (depth-only / detection) or 2467 (insseg / joint, +128 spare)."""
         return cls.build(2000, 80, 128, 128, spare_codes=128 if with_insseg else 0)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from stages import data, eval_tokenizer, prepare, summary, train_tokenizer
+from stages import (
+    cache_tokens,
+    data,
+    eval_tokenizer,
+    evaluate,
+    inspect,
+    prepare,
+    preset,
+    summary,
+    train_solver,
+    train_tokenizer,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -15,7 +26,12 @@ app.add_typer(data.app, name="data")
 app.command("prepare")(prepare.main)
 app.command("train-tokenizer")(train_tokenizer.main)
 app.command("eval-tokenizer")(eval_tokenizer.main)
+app.command("cache-tokens")(cache_tokens.main)
+app.add_typer(inspect.app, name="inspect")
+app.command("train-solver")(train_solver.main)
+app.command("evaluate")(evaluate.main)
 app.command("summary")(summary.main)
+app.command("preset")(preset.main)
 
 if __name__ == "__main__":
     app()

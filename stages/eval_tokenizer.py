@@ -17,23 +17,11 @@ from pipeline import checkpoint
 from pipeline.config import TokenizerTaskConfig, TokenizerVariant, load_section
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, read_jsonl, write_json
-from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.runtime import pick_device
 from pipeline.tokenizers.evaluate import evaluate_depth, evaluate_masks
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 SPLIT = {"depth": "test", "insseg": "val"}
-
-
-def load_tokenizer(directory: Path) -> tuple[VQVAE, dict]:
-    """Rebuild a tokenizer from its checkpoint's config.json (never from params.yaml)."""
-    try:
-        config = checkpoint.read_config(directory)
-    except FileNotFoundError as e:
-        raise DataError(str(e)) from None
-    model = VQVAE(VQVAEConfig(**config["architecture"]))
-    checkpoint.load_weights(directory, model)
-    return model.eval(), config
 
 
 @fail_cleanly
@@ -48,7 +36,7 @@ def main(
     """Reconstruction metrics of one tokenizer variant against the interpolation baseline."""
     spec = load_section(params, f"tokenizer.variants.{variant}", TokenizerVariant)
     cfg = load_section(params, f"tokenizer.{spec.task}", TokenizerTaskConfig)
-    model, config = load_tokenizer(model_dir or Path("models/tokenizer") / variant)
+    model, config = checkpoint.load_vqvae(model_dir or Path("models/tokenizer") / variant)
     out = out or Path("results/eval_tokenizer") / variant
     split = prepared / spec.task / f"{SPLIT[spec.task]}.jsonl"
     if not split.is_file():

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from pipeline import checkpoint
 from stages.cli import app
-from stages.eval_tokenizer import load_tokenizer
 
 
 def _train(project: Path, variant: str, out: Path) -> None:
@@ -38,7 +37,7 @@ def test_checkpoint_carries_config_and_identity(trained, variant, task):
     config = checkpoint.read_config(trained / variant / "model")
     assert config["task"] == task and config["variant"] == variant
     assert len(config["content_hash"]) == 16
-    model, _ = load_tokenizer(trained / variant / "model")  # rebuilt from config.json, hash verified
+    model, _ = checkpoint.load_vqvae(trained / variant / "model")  # rebuilt from config.json, hash verified
     assert model.cfg.num_embeddings == 16
     live = json.loads((trained / variant / "live" / "metrics.json").read_text())
     assert {"loss", "lr", "perplexity", "dead_codes"} <= set(live) and math.isfinite(live["loss"])
@@ -60,7 +59,7 @@ def test_corrupt_weights_are_refused(trained, tmp_path):
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="content hash"):
-        load_tokenizer(tmp_path / "m")
+        checkpoint.load_vqvae(tmp_path / "m")
 
 
 @pytest.mark.parametrize("variant, key", [("depth_mask50", "rmse"), ("insseg", "AP")])

@@ -1,0 +1,48 @@
+"""Task adapters of the AiT task-solver: labels -> token sequences, loss, outputs -> predictions.
+
+One module per task, in the spirit of big_vision's UViM "task-adapter trio" (STYLE §1.3):
+- `depth`: NYUv2 depth, 225 depth codes in raster order (AiT ref §4.4);
+- `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (AiT ref §4.5),
+  with its helpers `noise` (noise objects) and `paste` (detectron2-style mask pasting).
+
+This file holds the two sequence helpers both adapters share: the full-vocabulary cross-entropy sum
+(AiT ref §4.3: training CE is never restricted to the legal sub-range) and the token accuracy.
+Everything here is pure tensor code: no file I/O, no params.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100  # the official target padding / "not supervised" value (AiT ref §4.3, §4.5)
+
+
+def num_supervised(targets: Tensor) -> Tensor:
+    """(B, L) int64 targets -> scalar float count of targets != IGNORE_INDEX (at least 1)."""
+    return (targets != IGNORE_INDEX).sum().float().clamp_min(1.0)
+
+
+def sequence_ce_sum(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """(B, L, V) logits, (B, L) targets, optional (B, L) weights -> scalar Σ w·CE over supervised targets.
+
+    Computed in fp32 outside autocast: the official code forces the sequence losses to fp32 (ref §4.6).
+    """
+    if logits.shape[:2] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match targets {tuple(targets.shape)}")
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        ce = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (B*L,), exactly 0 at ignored targets
+        if weights is not None:
+            ce = ce * weights.flatten().to(ce.dtype)
+        return ce.sum()
+
+
+@torch.no_grad()
+def token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B, L, V) logits, (B, L) targets -> scalar fraction of supervised targets hit by the full-V argmax."""
+    supervised = targets != IGNORE_INDEX
+    hits = (logits.argmax(dim=-1) == targets) & supervised
+    return hits.sum().float() / supervised.sum().clamp_min(1).float()

@@ -1,0 +1,129 @@
+"""Pictures a person can check: colour-mapped depth, instance overlays and side-by-side panels (PNG).
+
+PIL + numpy only (no matplotlib). Used by `ait inspect sample` (image | GT | hard-decoded tokens) and
+meant for the evaluation stage's image | GT | prediction | error panels:
+- `colorize` maps any scalar map to RGB with a fixed colour ramp over a caller-given [vmin, vmax], so
+  several panels can share one scale (`shared_range`); invalid pixels (depth 0 = no return, AiT ref §6.1,
+  or NaN) are drawn black;
+- `overlay_instances` blends one colour per instance over an image and writes its class name at the
+  top-left of its box;
+- `panel` puts images of any sizes in one row under title bars, `GAP` pixels apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+GAP = 4  # pixels between panels
+TITLE_HEIGHT = 14  # pixels of the title bar above each panel
+BACKGROUND = (255, 255, 255)
+
+# A perceptually ordered ramp (dark blue -> cyan -> green -> yellow -> red), "turbo"-like anchors.
+_RAMP = np.array([[48, 18, 59], [70, 107, 227], [40, 187, 236], [49, 242, 153], [162, 252, 60],
+                  [237, 208, 58], [251, 128, 34], [208, 47, 5], [122, 4, 3]], dtype=np.float64)
+# Distinct instance colours (Tableau-10), cycled.
+_PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
+                    dtype=np.uint8)
+
+
+def shared_range(*maps: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) over the valid (finite, > 0) pixels of all `maps`; (0, 1) if none is valid."""
+    valid = [m[np.isfinite(m) & (m > 0)] for m in maps]
+    values = np.concatenate([v.ravel() for v in valid]) if valid else np.zeros(0)
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def colorize(values: np.ndarray, vmin: float, vmax: float, valid: np.ndarray | None = None) -> np.ndarray:
+    """`(H, W)` scalars -> `(H, W, 3)` uint8 on the colour ramp over [vmin, vmax]; ~valid is black."""
+    t = np.clip((np.nan_to_num(values.astype(np.float64)) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    pos = t * (len(_RAMP) - 1)
+    i = np.minimum(pos.astype(int), len(_RAMP) - 2)
+    frac = (pos - i)[..., None]
+    rgb = _RAMP[i] * (1.0 - frac) + _RAMP[i + 1] * frac
+    if valid is not None:
+        rgb[~valid] = 0.0
+    return np.round(rgb).astype(np.uint8)
+
+
+def colorize_depth(depth: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """`(H, W)` depth in metres -> RGB; pixels <= 0 (no sensor return) or NaN are black."""
+    return colorize(depth, vmin, vmax, valid=np.isfinite(depth) & (depth > 0))
+
+
+def instance_colors(n: int) -> np.ndarray:
+    """`(n, 3)` uint8 colours, one per instance (a fixed palette, cycled)."""
+    return _PALETTE[np.arange(n) % len(_PALETTE)]
+
+
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default()
+
+
+def overlay_instances(image: np.ndarray, masks: np.ndarray, labels: list[str],
+                      boxes: list[tuple[float, float, float, float]] | None = None,
+                      alpha: float = 0.5) -> np.ndarray:
+    """`(H, W, 3)` uint8 image + `(N, H, W)` masks -> blended overlay with labels at box corners.
+
+    `boxes` are COCO xywh; without them each label sits at the top-left of its mask's extent.
+    """
+    out = image.astype(np.float64).copy()
+    colors = instance_colors(len(masks))
+    for mask, color in zip(masks, colors):
+        m = mask.astype(bool)
+        out[m] = (1.0 - alpha) * out[m] + alpha * color
+    im = Image.fromarray(np.round(out).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for k, (mask, label) in enumerate(zip(masks, labels)):
+        if boxes is not None:
+            x, y = boxes[k][0], boxes[k][1]
+        else:
+            ys, xs = np.nonzero(mask)
+            if not len(xs):
+                continue
+            x, y = xs.min(), ys.min()
+        # A dark outline keeps the label readable over its own instance colour.
+        draw.text((int(x) + 1, int(y)), label, fill=tuple(int(c) for c in colors[k]), font=_font(),
+                  stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(im)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return image[..., :3]
+
+
+def panel(images: list[np.ndarray], titles: list[str]) -> np.ndarray:
+    """Images (`(H, W)` or `(H, W, 3)`, uint8 or in [0, 255]) in one row under titles -> `(H', W', 3)`.
+
+    W' = sum of widths + GAP·(n − 1); H' = TITLE_HEIGHT + the tallest image (shorter ones top-aligned).
+    """
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    tiles = [_rgb(im) for im in images]
+    width = sum(t.shape[1] for t in tiles) + GAP * (len(tiles) - 1)
+    height = TITLE_HEIGHT + max(t.shape[0] for t in tiles)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for tile, title in zip(tiles, titles):
+        canvas.paste(Image.fromarray(tile), (x, TITLE_HEIGHT))
+        draw.text((x + 1, 1), title, fill=(0, 0, 0), font=_font())
+        x += tile.shape[1] + GAP
+    return np.asarray(canvas)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> None:
+    """Write an `(H, W, 3)` uint8 image as PNG (creating the parent directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_rgb(image)).save(path, format="PNG")

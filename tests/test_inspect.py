@@ -1,0 +1,165 @@
+"""`ait inspect cache|sample` on tiny caches, and the viz helpers it draws with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline import checkpoint, viz
+from pipeline.config import TokenizerTaskConfig, load_section
+from pipeline.models.vqvae import VQVAE
+from pipeline.tokens.read import ZarrTokens
+from stages.cli import app
+from tests.tiny import tiny_params, write_params
+
+CACHE = {"depth": {"crop_size": 48, "crop_stride": 8, "shard_max_samples": 2},
+         "insseg": {"shard_max_samples": 2}}
+TASKS = {"depth_mask50": "depth", "insseg": "insseg"}
+
+
+def _random_tokenizer(directory: Path, params: Path, variant: str, seed: int = 0) -> Path:
+    """An untrained (seeded) tokenizer checkpoint with the tiny architecture: enough to decode."""
+    task = TASKS[variant]
+    cfg = load_section(params, f"tokenizer.{task}", TokenizerTaskConfig)
+    torch.manual_seed(seed)
+    checkpoint.save(directory, VQVAE(cfg.model), cfg.model,
+                    {"kind": "vqvae", "task": task, "variant": variant, "mask_ratio": 0.0,
+                     "train": {"crop_size": cfg.train.crop_size}})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def caches(tiny_project, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inspect")
+    params = write_params(root / "params.yaml", tiny_params(tiny_project, {"cache": CACHE}))
+    for variant in TASKS:
+        _random_tokenizer(root / "models" / variant, params, variant)
+        result = CliRunner().invoke(app, [
+            "cache-tokens", variant, "--params", str(params),
+            "--prepared", str(tiny_project / "data/prepared"), "--model-dir", str(root / "models" / variant),
+            "--out", str(root / "tokens" / variant), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def test_inspect_cache_table_shows_counts(caches):
+    result = CliRunner().invoke(app, ["inspect", "cache", str(caches / "tokens/depth_mask50")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {cells[0]: cells for line in result.stdout.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│").split("│")]) == 8}
+    assert rows["train"][1:3] == ["6", "3"] and rows["test"][1:3] == ["3", "2"]  # samples, shards
+    assert rows["train"][4] == "216.0"  # 6 views x 6 x 6 tokens
+
+
+@pytest.mark.parametrize("variant", list(TASKS))
+def test_inspect_cache_json_matches_the_store(caches, variant):
+    path = caches / "tokens" / variant
+    result = CliRunner().invoke(app, ["inspect", "cache", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["task"] == TASKS[variant] and summary["num_embeddings"] == 16
+    for split, s in summary["splits"].items():
+        tars = sorted((path / split).glob("*.tar"))
+        assert s["shards"] == len(tars) and s["bytes"] == sum(t.stat().st_size for t in tars)
+        tokens = ZarrTokens(path, split)
+        flat = np.concatenate([np.ravel(tokens[i]) for i in range(len(tokens))])
+        counts = np.bincount(flat, minlength=16)
+        p = counts[counts > 0] / counts.sum()
+        assert s["samples"] == len(tokens)
+        assert s["tokens_per_sample"] == pytest.approx(flat.size / len(tokens))
+        assert s["code_usage"] == {"min": counts.min(), "median": np.median(counts), "max": counts.max(),
+                                   "perplexity": pytest.approx(float(np.exp(-(p * np.log(p)).sum()))),
+                                   "unused_codes": int((counts == 0).sum())}
+
+
+def test_inspect_sample_depth_png_holds_image_gt_and_decoded_view(caches, tmp_path):
+    path = caches / "tokens/depth_mask50"
+    key = ZarrTokens(path, "test").keys[0]
+    out = tmp_path / "depth.png"
+    result = CliRunner().invoke(app, ["inspect", "sample", str(path), key, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    png = np.asarray(Image.open(out))
+    assert png.shape == (viz.TITLE_HEIGHT + 48, 3 * 48 + 2 * viz.GAP, 3)
+    # The third tile is the hard decode of cached view 0 on the scale it shares with the GT tile.
+    model, _ = checkpoint.load_vqvae(caches / "models/depth_mask50")
+    tokens = ZarrTokens(path, "test")[0][:1].astype(np.int64)
+    with torch.no_grad():
+        decoded = model.decode(torch.from_numpy(tokens))[0, 0].numpy()
+    gt_tile = png[viz.TITLE_HEIGHT :, 48 + viz.GAP : 2 * 48 + viz.GAP]
+    lo, hi = viz.shared_range(decoded, _gt_crop(caches, key))
+    decoded_tile = png[viz.TITLE_HEIGHT :, 2 * (48 + viz.GAP) :]
+    np.testing.assert_array_equal(decoded_tile, viz.colorize_depth(decoded, lo, hi))
+    np.testing.assert_array_equal(gt_tile, viz.colorize_depth(_gt_crop(caches, key), lo, hi))
+
+
+def _gt_crop(caches: Path, key: str) -> np.ndarray:
+    from pipeline.tokens.read import decode_sample, iter_tar_samples
+
+    for shard in sorted((caches / "tokens/depth_mask50/test").glob("*.tar")):
+        for sample in iter_tar_samples(shard):
+            if sample["__key__"] == key:
+                return decode_sample(sample)["depth"][:, :48]
+    raise AssertionError(key)
+
+
+def test_inspect_sample_insseg_png_has_three_panels(caches, tmp_path):
+    path = caches / "tokens/insseg"
+    key = ZarrTokens(path, "val").keys[0]
+    out = tmp_path / "insseg.png"
+    result = CliRunner().invoke(app, ["inspect", "sample", str(path), key, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.size == (3 * 64 + 2 * viz.GAP, viz.TITLE_HEIGHT + 48)  # three 64x48 frames
+    assert out.stat().st_size > 0
+
+
+def test_inspect_sample_refuses_another_tokenizer_and_unknown_keys(caches, tmp_path):
+    other = _random_tokenizer(tmp_path / "other", caches / "params.yaml", "depth_mask50", seed=1)
+    path = caches / "tokens/depth_mask50"
+    key = ZarrTokens(path, "test").keys[0]
+    result = CliRunner().invoke(app, ["inspect", "sample", str(path), key, "--out", str(tmp_path / "x.png"),
+                                      "--model-dir", str(other)])
+    assert result.exit_code == 1 and "tokens were made by tokenizer" in result.stderr
+    result = CliRunner().invoke(app, ["inspect", "sample", str(path), "nope",
+                                      "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "no sample with key 'nope'" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# viz
+
+
+def test_colorize_uses_the_given_scale_and_blacks_out_invalid_pixels():
+    depth = np.array([[0.0, 1.0, 3.0, np.nan]])
+    lo, hi = viz.shared_range(depth, np.array([[2.0, 0.0]]))
+    assert (lo, hi) == (1.0, 3.0)  # zeros and NaN are not depths
+    rgb = viz.colorize_depth(depth, lo, hi)
+    np.testing.assert_array_equal(rgb[0, 1], viz._RAMP[0])  # vmin -> first colour
+    np.testing.assert_array_equal(rgb[0, 2], viz._RAMP[-1])  # vmax -> last colour
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 3].tolist() == [0, 0, 0]
+    mid = viz.colorize(np.array([[2.0]]), 1.0, 3.0)[0, 0]  # halfway = the middle anchor (9 anchors)
+    np.testing.assert_array_equal(mid, viz._RAMP[4])
+
+
+def test_panel_layout_and_overlay():
+    a = np.full((4, 5, 3), 10, np.uint8)
+    b = np.full((6, 3), 200, np.uint8)  # grey, taller
+    out = viz.panel([a, b], ["", ""])
+    assert out.shape == (viz.TITLE_HEIGHT + 6, 5 + viz.GAP + 3, 3)
+    assert (out[viz.TITLE_HEIGHT : viz.TITLE_HEIGHT + 4, :5] == 10).all()
+    assert (out[viz.TITLE_HEIGHT :, 5 + viz.GAP :] == 200).all()
+    assert (out[viz.TITLE_HEIGHT + 4 :, :5] == 255).all()  # shorter tile: background below
+    image = np.zeros((4, 4, 3), np.uint8)
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, :2, :2] = True
+    over = viz.overlay_instances(image, masks, [""], alpha=0.5)
+    np.testing.assert_array_equal(over[0, 0], np.round(0.5 * viz.instance_colors(1)[0]).astype(np.uint8))
+    assert (over[2:, 2:] == 0).all()

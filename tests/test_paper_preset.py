@@ -1,0 +1,56 @@
+"""The paper preset (presets/paper.yaml) is a valid overlay and builds the paper's models (meta device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline.config import load_all
+from pipeline.models.ait import build_ait, solver_config
+from pipeline.models.vqvae import VQVAE
+from pipeline.tasks import insseg as insseg_task
+from pipeline.vocab import Vocab
+from stages.preset import merged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory) -> dict:
+    combined = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                      yaml.safe_load((ROOT / "presets/paper.yaml").read_text()))
+    path = tmp_path_factory.mktemp("paper") / "params.yaml"
+    path.write_text(yaml.safe_dump(combined))
+    return load_all(path)  # strict: every overlay key exists in the schema with the right type
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_tokenizers_have_the_paper_sizes(paper):
+    with torch.device("meta"):  # no memory, no weights
+        depth, mask = VQVAE(paper["tokenizer"].depth.model), VQVAE(paper["tokenizer"].insseg.model)
+    assert _count(depth) == 7_689_201  # AiT ref §1.1: 7.69 M without the codebook buffer
+    assert _count(mask) == 1_985_393  # 1.99 M
+
+
+def test_solver_vocabulary_and_sizes(paper):
+    solver = paper["solver"]
+    manifest = {"tokenizer": {"num_embeddings": 128}}
+    vocab = Vocab.from_manifests(solver.num_bins, depth=manifest, spare_codes=solver.spare_codes,
+                                 insseg=manifest | {"categories": [{"id": i} for i in range(80)]})
+    assert vocab.size == 2467  # paper §4.3 with instance segmentation
+    length = solver.insseg.num_query * insseg_task.tokens_per_object(16)
+    assert length == 2100
+    with torch.device("meta"):
+        model = build_ait(solver.backbone, solver_config(solver.model, length), vocab)
+    # SwinV2-B ≈ 87 M (AiT ref §4.1, classifier head excluded).
+    assert 86e6 < _count(model.backbone) < 88e6
+    # The transformer is 14.7 M in the official code with 4 task slots in its positional table; we
+    # keep the 3 task ids it uses (det, insseg, depth), one 2100 x 256 table fewer.
+    assert _count(model.solver) == 14_700_963 - 2100 * 256 - 256
+    assert model.backbone.out_channels == 1024

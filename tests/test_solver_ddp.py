@@ -1,0 +1,87 @@
+"""A 2-process gloo DDP step of the task-solver equals one process on the same global batch."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pipeline import runtime
+from pipeline.config import DepthTaskConfig
+from pipeline.models.ait import build_ait, solver_config
+from pipeline.models.backbone import BackboneConfig
+from pipeline.models.vqvae import VQVAE, VQVAEConfig
+from pipeline.solver.steps import DepthHead, TrainStep
+from pipeline.tokenizers.train import wrap_ddp
+from pipeline.vocab import Vocab
+
+BACKBONE = BackboneConfig(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
+                          num_heads=(1, 1, 2, 2), drop_path_rate=0.0)
+GLOBAL_BATCH = 4
+
+
+def _step_module() -> TrainStep:
+    from pipeline.config import SolverModelConfig
+
+    runtime.seed_everything(0)
+    vocab = Vocab.build(8, 0, None, 16)
+    tokenizer = VQVAE(VQVAEConfig(hidden_dim=4, downsample_ratio=16, num_embeddings=16, embedding_dim=8))
+    model_cfg = SolverModelConfig(dim=32, num_heads=2, ffn_dim=64, num_encoder_layers=1, num_decoder_layers=1,
+                                  dropout=0.0, drop_path=0.0)
+    model = build_ait(BACKBONE, solver_config(model_cfg, 16), vocab)
+    head = DepthHead(tokenizer, DepthTaskConfig(aux_weight=1.0, tau=1.0))
+    return TrainStep(model, {"depth": head}, {}, vocab)
+
+
+def _global_batch() -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {"images": torch.rand(GLOBAL_BATCH, 3, 64, 64, generator=g),
+            "depth": 0.5 + 3 * torch.rand(GLOBAL_BATCH, 1, 64, 64, generator=g),
+            "indices": torch.randint(0, 16, (GLOBAL_BATCH, 4, 4), generator=g)}
+
+
+def _loss_and_grads(step: TrainStep, net, batch: dict) -> tuple[float, dict[str, torch.Tensor]]:
+    loss, _ = net({"depth": batch}, torch.Generator().manual_seed(0))
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.clone() for n, p in step.model.named_parameters() if p.grad is not None}
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = runtime.init_distributed("cpu")
+    step = _step_module().train()
+    net = wrap_ddp(step, info, torch.device("cpu"))
+    share = GLOBAL_BATCH // world
+    batch = {k: v[rank * share : (rank + 1) * share] for k, v in _global_batch().items()}
+    loss, grads = _loss_and_grads(step, net, batch)  # DDP averaged the gradients over ranks
+    losses = torch.tensor([loss])
+    runtime.all_reduce_sum(losses)
+    if rank == 0:
+        torch.save({"loss": float(losses) / world, "grads": grads}, Path(out) / "ddp.pt")
+    runtime.destroy_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    torch.set_num_threads(1)
+    step = _step_module().train()
+    loss, grads = _loss_and_grads(step, step, _global_batch())
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
+    # Per-rank means of equal-sized halves average to the global mean: loss and gradients agree.
+    assert ddp["loss"] == pytest.approx(loss, rel=1e-5)
+    assert grads.keys() == ddp["grads"].keys() and len(grads) > 10
+    for name, g in grads.items():
+        torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-4, atol=1e-6, msg=name)
