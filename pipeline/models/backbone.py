@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-STRIDE = 32  # patch 4 x three 2x patch mergings
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,7 @@ class BackboneConfig:
     name: str = "swinv2_tiny_window8_256"
     img_size: int = 256  # sets timm's per-stage window clamping; other input sizes are still accepted
     window_size: int | None = None  # None keeps the variant's default
+    patch_size: int | None = None  # None keeps the variant's 4; 2 halves the output stride (small inputs)
     embed_dim: int | None = None
     depths: tuple[int, ...] | None = None
     num_heads: tuple[int, ...] | None = None
@@ -49,12 +49,14 @@ class Backbone(nn.Module):
         super().__init__()
         self.body = body
         self.out_channels: int = body.num_features
+        # patch embedding x one 2x patch merging per later stage (32 for the standard patch 4)
+        self.stride: int = body.patch_embed.patch_size[0] * 2 ** (len(body.layers) - 1)
         self.depths: tuple[int, ...] = tuple(len(stage.blocks) for stage in body.layers)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, C, ceil(H/32), ceil(W/32)); the input is zero-padded bottom/right to /32."""
         h, w = images.shape[-2:]
-        images = F.pad(images, (0, -w % STRIDE, 0, -h % STRIDE))
+        images = F.pad(images, (0, -w % self.stride, 0, -h % self.stride))
         last = len(self.body.layers) - 1
         # norm=True applies the final LayerNorm to stage 4: the "extra LayerNorm" of ref §4.1
         (features,) = self.body.forward_intermediates(
@@ -72,6 +74,7 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
         "depths": cfg.depths,
         "num_heads": cfg.num_heads,
         "window_size": cfg.window_size,
+        "patch_size": cfg.patch_size,
         "pretrained_window_sizes": cfg.pretrained_window_sizes,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
