@@ -4,7 +4,6 @@ and a tiny overfit of the real solver (AiT ref §4.5, §3.3)."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str = "swinv2_tiny_window8_256"
