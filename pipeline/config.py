@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from pipeline.models.backbone import BackboneConfig
+from pipeline.models.solver import SolverModelConfig
 from pipeline.models.vqvae import VQVAEConfig
 from pipeline.optim import OptimConfig
 
@@ -153,20 +154,6 @@ class InssegCacheConfig:
 class CacheConfig:
     depth: DepthCacheConfig = field(default_factory=DepthCacheConfig)
     insseg: InssegCacheConfig = field(default_factory=InssegCacheConfig)
-
-
-@dataclass(frozen=True)
-class SolverModelConfig:
-    """The encoder-decoder's architecture (AiT ref §4.2) minus what is derived (V, sequence length)."""
-
-    dim: int = 256
-    num_heads: int = 8
-    ffn_dim: int = 1024
-    num_encoder_layers: int = 6
-    num_decoder_layers: int = 6
-    dropout: float = 0.1
-    drop_path: float = 0.1
-    parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
 
 
 @dataclass(frozen=True)
