@@ -17,24 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import ROOT, merge, tiny_params, write_params
+from tests.tiny import ROOT, merge, tiny_params, tiny_solver, write_params
 
 pytestmark = pytest.mark.slow
 
-SOLVER_RUN = {"steps": 2, "log_every": 1, "checkpoint_every": 2, "num_workers": 0}
 TINY_PIPELINE = {
     "cache": {"depth": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8},
               "insseg": {"shard_max_samples": 8}},
-    "solver": {
-        "backbone": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
-                     "num_heads": [1, 1, 2, 2]},
-        "model": {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
-        "num_bins": 64,
-        "insseg": {"num_query": 3, "image_size": 64},
-        "runs": {"depth": {**SOLVER_RUN, "batch_size": {"depth": 2}},
-                 "insseg": {**SOLVER_RUN, "batch_size": {"insseg": 2}},
-                 "joint": {**SOLVER_RUN, "batch_size": {"depth": 2, "insseg": 2}}},
-    },
+    "solver": tiny_solver(steps=2, num_query=3),
 }
 INSSEG_KEY = "tokenizer.insseg.model.embedding_dim"
 

@@ -11,21 +11,11 @@ from typer.testing import CliRunner
 
 from pipeline import checkpoint
 from stages.cli import app
-from tests.tiny import tiny_params, write_params
+from tests.tiny import tiny_params, tiny_solver, write_params
 
 CACHE = {"depth": {"crop_size": 48, "crop_stride": 8, "shard_max_samples": 4},
          "insseg": {"shard_max_samples": 4}}
-RUN = {"steps": 4, "log_every": 1, "checkpoint_every": 2}
-SOLVER = {
-    "backbone": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
-                 "num_heads": [1, 1, 2, 2]},
-    "model": {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
-    "num_bins": 64,
-    "insseg": {"num_query": 4, "image_size": 64},
-    "runs": {"depth": {**RUN, "batch_size": {"depth": 2}},
-             "insseg": {**RUN, "batch_size": {"insseg": 2}},
-             "joint": {**RUN, "batch_size": {"depth": 2, "insseg": 2}}},
-}
+SOLVER = tiny_solver(steps=4, num_query=4)
 
 
 def _invoke(args: list[str], cwd: Path):

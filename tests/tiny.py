@@ -25,6 +25,21 @@ TINY = {
 }
 
 
+def tiny_solver(steps: int, num_query: int) -> dict:
+    """A `solver` section small enough to train every run in a few CPU seconds on 48x64 frames."""
+    run = {"steps": steps, "log_every": 1, "checkpoint_every": 2, "num_workers": 0}
+    return {
+        "backbone": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
+                     "num_heads": [1, 1, 2, 2]},
+        "model": {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
+        "num_bins": 64,
+        "insseg": {"num_query": num_query, "image_size": 64},
+        "runs": {"depth": {**run, "batch_size": {"depth": 2}},
+                 "insseg": {**run, "batch_size": {"insseg": 2}},
+                 "joint": {**run, "batch_size": {"depth": 2, "insseg": 2}}},
+    }
+
+
 def merge(base: dict, override: dict) -> dict:
     """`base` with `override` merged in recursively (a new dict)."""
     out = copy.deepcopy(base)
