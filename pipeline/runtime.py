@@ -86,6 +86,20 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """DDP wrapper with several processes, the model itself with one (same call sites either way).
+
+    broadcast_buffers=False: the only buffers that must agree (VQ codebooks) are kept identical by
+    the quantizer's own all-reduce, and frozen tokenizers are identical by construction.
+    """
+    if not info.is_dist:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
 def destroy_distributed() -> None:
     """Leave the process group (if any) and fall back to the no-op collectives."""
     global _all_reduce_fn, _broadcast_fn

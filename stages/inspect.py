@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipeline import checkpoint
 from pipeline.data.coco import segmentation_to_mask
+from pipeline.metrics.codes import usage_stats
 from pipeline.tokenizers.mask_crops import paste_mask
 from pipeline.tokens.manifest import CacheError
 from pipeline.tokens.read import (
@@ -32,7 +33,6 @@ from pipeline.tokens.read import (
     decode_sample,
     iter_tar_samples,
     open_cache,
-    usage_stats,
 )
 from pipeline.viz import colorize_depth, overlay_instances, panel, save_png, shared_range
 from stages.ui import console, fail_cleanly

@@ -38,12 +38,11 @@ from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.runtime import destroy_distributed, init_distributed, pick_device, seed_everything
+from pipeline.runtime import destroy_distributed, init_distributed, pick_device, seed_everything, wrap_ddp
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.steps import DepthHead, InssegHead, TrainStep
 from pipeline.solver.train import Batches, fit, load_state, save_state
 from pipeline.tasks import insseg as insseg_task
-from pipeline.tokenizers.train import wrap_ddp
 from pipeline.tokens.read import open_cache, token_pipeline
 from pipeline.vocab import Vocab
 from stages.live import log_step, open_live

@@ -15,7 +15,6 @@ from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.solver.steps import DepthHead, TrainStep
-from pipeline.tokenizers.train import wrap_ddp
 from pipeline.vocab import Vocab
 
 BACKBONE = BackboneConfig(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
@@ -57,7 +56,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     info = runtime.init_distributed("cpu")
     step = _step_module().train()
-    net = wrap_ddp(step, info, torch.device("cpu"))
+    net = runtime.wrap_ddp(step, info, torch.device("cpu"))
     share = GLOBAL_BATCH // world
     batch = {k: v[rank * share : (rank + 1) * share] for k, v in _global_batch().items()}
     loss, grads = _loss_and_grads(step, net, batch)  # DDP averaged the gradients over ranks

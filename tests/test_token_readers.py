@@ -18,6 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.io import write_json
+from pipeline.metrics.codes import usage_stats
 from pipeline.tokens import write
 from pipeline.tokens.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
 from pipeline.tokens.read import (
@@ -26,7 +27,6 @@ from pipeline.tokens.read import (
     decode_sample,
     open_cache,
     token_pipeline,
-    usage_stats,
 )
 
 HASH = "feedc0de12345678"

@@ -177,7 +177,11 @@ def read_depth_metres(path: Path, scale: float = 1000.0) -> np.ndarray:
     uint16 is the BTS/AiT and DenseDepth-test encoding (mm); uint8 is the DenseDepth-train encoding of
     nyu_data.zip, where `scale` does not apply.
     """
-    raw = read_depth_png(path)
+    return stored_depth_to_metres(read_depth_png(path), scale)
+
+
+def stored_depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:
+    """A stored depth array -> float32 metres; its dtype picks the encoding (see `read_depth_metres`)."""
     if raw.dtype == np.uint8:
         return depth_to_metres(raw, 255.0 / DENSEDEPTH_UINT8_MAX_METRES)
-    return depth_to_metres(raw, scale)
+    return depth_to_metres(raw.astype(np.uint16, copy=False), scale)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pipeline.data.coco import coco_from_records
 from pipeline.data.nyu import read_depth_metres
+from pipeline.metrics.codes import usage_stats
 from pipeline.metrics.depth import MIN_DEPTH, depth_metrics, eval_mask, mean_metrics
 from pipeline.metrics.masks import coco_mask_map, encode_rle
 from pipeline.models.vqvae import VQVAE
@@ -128,7 +129,6 @@ def _paste_result(crops: MaskCrops, index: int, crop: np.ndarray) -> dict:
 
 def codebook_usage(model: VQVAE, indices: torch.Tensor) -> dict[str, float]:
     """Perplexity and unused-code count of a set of `(…)` indices."""
-    counts = torch.bincount(indices.flatten().cpu(), minlength=model.cfg.num_embeddings).double()
-    probs = counts / counts.sum()
-    perplexity = float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()))
-    return {"perplexity": perplexity, "unused_codes": int((counts == 0).sum())}
+    counts = np.bincount(indices.flatten().cpu().numpy(), minlength=model.cfg.num_embeddings)
+    stats = usage_stats(counts)
+    return {"perplexity": stats["perplexity"], "unused_codes": stats["unused_codes"]}

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.losses import mse_ignore_zero
 from pipeline.models.vqvae import VQVAE
 from pipeline.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
-from pipeline.runtime import DistInfo, autocast_ctx
+from pipeline.runtime import DistInfo, autocast_ctx, wrap_ddp
 from pipeline.tokenizers.mask_augment import random_patch_mask
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -44,15 +43,6 @@ def tokenizer_loss(model: torch.nn.Module, batch: torch.Tensor, spec: LossSpec,
         # MSE in network space: (2y − 1) − (2x − 1) = 2 (y − x), as the official [-1, 1] loss.
         recon_loss = F.mse_loss(2.0 * recon.float() - 1.0, 2.0 * batch - 1.0)
     return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
-
-
-def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    """DDP wrapper with several processes, the model itself with one (same call sites either way)."""
-    if not info.is_dist:
-        return model
-    ids = [device.index] if device.type == "cuda" else None
-    # broadcast_buffers=False: the codebook is kept identical by the quantizer's own all-reduce.
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], steps: int, optim: OptimConfig,

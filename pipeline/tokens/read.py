@@ -36,7 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from zarr.storage import LocalStore
 
-from pipeline.data.nyu import DENSEDEPTH_UINT8_MAX_METRES, depth_to_metres
+from pipeline.data.nyu import stored_depth_to_metres
 from pipeline.tokens.manifest import (
     COMPLETE_ATTR,
     ZARR_STORE,
@@ -122,11 +122,7 @@ def iter_tar_samples(path: Path, fields: set[str] | None = None) -> Iterator[dic
 
 
 def _depth_png_metres(data: bytes) -> np.ndarray:
-    # The stored depth PNG's encoding decides the scale, as pipeline.data.nyu.read_depth_metres.
-    raw = np.asarray(Image.open(io.BytesIO(data)))
-    if raw.dtype == np.uint8:
-        return depth_to_metres(raw, 255.0 / DENSEDEPTH_UINT8_MAX_METRES)
-    return depth_to_metres(raw.astype(np.uint16))
+    return stored_depth_to_metres(np.asarray(Image.open(io.BytesIO(data))))
 
 
 def _decode_field(name: str, ext: str, data: bytes) -> Any:
@@ -281,12 +277,3 @@ def code_counts(tokens: ZarrTokens, num_embeddings: int) -> np.ndarray:
         block = np.asarray(arr[start : start + step]).ravel()
         counts += np.bincount(block, minlength=num_embeddings)[:num_embeddings]
     return counts
-
-
-def usage_stats(counts: np.ndarray) -> dict[str, float]:
-    """Code-usage summary: min/median/max count, perplexity exp(H(p)) and the number of unused codes."""
-    total = counts.sum()
-    p = counts[counts > 0] / max(total, 1)
-    return {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max()),
-            "perplexity": float(np.exp(-(p * np.log(p)).sum())) if total else 0.0,
-            "unused_codes": int((counts == 0).sum())}
