@@ -1,7 +1,9 @@
-"""SwinV2 backbone wrapper: NCHW stage-4 features vs timm, padding, local weights, layer-decay ids."""
+"""SwinV2 backbone wrapper: NCHW stage-4 features vs timm, input normalisation, padding, local weights,
+layer-decay ids."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,12 +11,14 @@ import torch.nn.functional as F
 from pipeline.models.backbone import BackboneConfig, build_backbone, layer_id, num_lr_layers
 
 TINY = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), img_size=64, window_size=4)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The raw timm body (no input normalisation) so outputs compare with timm's directly."""
     torch.manual_seed(0)
-    return build_backbone(BackboneConfig(**TINY)).eval()
+    return build_backbone(BackboneConfig(**TINY, normalize=False)).eval()
 
 
 def _images(*shape, seed=0):
@@ -44,6 +48,38 @@ def test_any_size_build_matches_strict_timm_model_at_nominal_size(tiny):
         torch.testing.assert_close(tiny(x), strict.forward_features(x).permute(0, 3, 1, 2))
 
 
+def test_normalize_standardises_with_the_imagenet_statistics_and_adds_no_weights(tiny):
+    normed = build_backbone(BackboneConfig(**TINY)).eval()
+    normed.body.load_state_dict(tiny.body.state_dict())
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(normed(x), tiny((x - mean) / std))
+    assert set(normed.state_dict()) == {f"body.{k}" for k in tiny.body.state_dict()}  # checkpoints unchanged
+
+
+def _between_image_fraction(backbone, images: torch.Tensor) -> float:
+    """Variance between images (per channel and position) over the variance of all feature values."""
+    with torch.no_grad():
+        f = backbone(images).flatten(2)  # (N, C, S)
+    return float(f.var(0).mean() / f.var())
+
+
+def test_normalisation_keeps_images_apart_in_a_fresh_backbone(shared_data):
+    """From scratch, raw [0, 1] RGB gives nearly one stage-4 vector for every image (the patch embedding's
+    LayerNorm divides out the brightness that dominates each patch); standardised input does not."""
+    from pipeline.data.nyu import read_rgb
+
+    paths = sorted((shared_data / "nyuv2_sample/sync").rglob("rgb_*.jpg"))
+    images = torch.from_numpy(np.stack([read_rgb(p)[:128, :128] for p in paths])).permute(0, 3, 1, 2) / 255.0
+    fractions = {}
+    for normalize in (False, True):
+        torch.manual_seed(0)
+        backbone = build_backbone(BackboneConfig(**TINY | {"img_size": 128}, normalize=normalize)).eval()
+        fractions[normalize] = _between_image_fraction(backbone, images.float())
+    assert len(paths) >= 3 and fractions[True] > 2 * fractions[False], fractions  # 0.61 vs 0.25
+
+
 @pytest.mark.parametrize(("h", "w", "grid"), [(60, 80, (2, 3)), (96, 64, (3, 2)), (33, 31, (2, 1))])
 def test_non_multiple_inputs_are_zero_padded_to_stride_32(tiny, h, w, grid):
     x = _images(1, 3, h, w, seed=2)
@@ -65,7 +101,7 @@ def test_local_weights_round_trip(tiny, tmp_path, suffix):
     else:
         torch.save({"model": state}, path)  # wrapped, as many checkpoints are
     torch.manual_seed(123)  # a different random init that the weights must overwrite
-    loaded = build_backbone(BackboneConfig(**TINY, weights=str(path))).eval()
+    loaded = build_backbone(BackboneConfig(**TINY, normalize=False, weights=str(path))).eval()
     x = _images(1, 3, 64, 64, seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(x), tiny(x))

@@ -11,6 +11,15 @@ pad to 32 rather than to 32 x window because windows are per stage and clamped b
 at `img_size`; padding the image further would only change the feature grid (e.g. 480 -> 512 gives 16x16
 instead of the official 15x15). Output grid: ceil(H/32) x ceil(W/32).
 
+Input normalisation (deliberate, ref §7.3 "normalisation inconsistencies"): the official code feeds NYU
+RGB in [0, 1] but ImageNet-normalises COCO, and the joint model sends both through one backbone. Here the
+backbone itself standardises every image with its timm variant's mean/std (`normalize: true`, the
+ImageNet statistics the SwinV2/SimMIM weights were trained with), so callers always pass [0, 1] RGB and
+both tasks see one input distribution. It also matters from scratch: with raw [0, 1] pixels the patch
+embedding's LayerNorm removes the brightness scale that dominates every patch and a freshly initialised
+tiny SwinV2 emits nearly the same stage-4 vector for every image (on demo frames 4 % of the feature
+variance was between images, 40 % once normalised). `normalize: false` reproduces the official NYU input.
+
 Also here: `layer_id` for layer-wise learning-rate decay (ref §4.6, official `get_num_layer_for_swin`).
 """
 
@@ -37,6 +46,7 @@ class BackboneConfig:
     num_heads: tuple[int, ...] | None = None
     pretrained_window_sizes: tuple[int, ...] | None = None  # SimMIM checkpoints: (12, 12, 12, 6), ref §4.1
     drop_path_rate: float = 0.1
+    normalize: bool = True  # standardise [0, 1] RGB with the variant's mean/std (see module doc)
     pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
     weights: str | None = None  # local .safetensors or torch state-dict file
 
@@ -44,17 +54,25 @@ class BackboneConfig:
 class Backbone(nn.Module):
     """(B, 3, H, W) images -> (B, out_channels, ceil(H/32), ceil(W/32)) normalised stage-4 features."""
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, body: nn.Module, normalize: bool = True) -> None:
         super().__init__()
         self.body = body
+        cfg = body.pretrained_cfg
+        stats = (cfg["mean"], cfg["std"]) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        # not persistent: a checkpoint holds weights only; the statistics come from the config
+        for name, value in zip(("mean", "std"), stats, strict=True):
+            buffer = torch.tensor(value, dtype=torch.float32).view(1, 3, 1, 1)
+            self.register_buffer(name, buffer, persistent=False)
         self.out_channels: int = body.num_features
         # patch embedding x one 2x patch merging per later stage (32 for the standard patch 4)
         self.stride: int = body.patch_embed.patch_size[0] * 2 ** (len(body.layers) - 1)
         self.depths: tuple[int, ...] = tuple(len(stage.blocks) for stage in body.layers)
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, C, ceil(H/32), ceil(W/32)); the input is zero-padded bottom/right to /32."""
+        """(B, 3, H, W) RGB in [0, 1] -> (B, C, ceil(H/32), ceil(W/32)); standardised, then zero-padded
+        bottom/right to /32 (zero = the mean colour once normalised, as mmdet pads after normalising)."""
         h, w = images.shape[-2:]
+        images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         images = F.pad(images, (0, -w % self.stride, 0, -h % self.stride))
         last = len(self.body.layers) - 1
         # norm=True applies the final LayerNorm to stage 4: the "extra LayerNorm" of ref §4.1
@@ -89,7 +107,7 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     )
     if cfg.weights is not None:
         load_weights(body, cfg.weights)
-    return Backbone(body)
+    return Backbone(body, cfg.normalize)
 
 
 def load_weights(body: nn.Module, path: str | Path) -> None:

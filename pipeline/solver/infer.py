@@ -5,12 +5,13 @@ Depth follows the official test protocol (AiT ref §5.1, `AiT.forward_test`, `De
 also horizontally flipped; predictions are un-flipped and averaged per flip pair, then the windows are
 stitched by summing and dividing by the per-column count; clip >= 1e-3. Each window is decoded with
 greedy auto-regressive `generate` (soft inputs when `soft_input`, ref §3.1) or ONE `generate_parallel`
-pass for AiT-P (ref §4.4), then detokenized soft or hard (`soft_decode`, τ; ref §3.2). RGB is fed in [0, 1]
-with no mean/std, as the reference for NYU and as our training (ref §6.1 step 3).
+pass for AiT-P (ref §4.4), then detokenized soft or hard (`soft_decode`, τ; ref §3.2). RGB goes in as [0, 1],
+as in training; the backbone standardises it itself (`BackboneConfig.normalize`, see backbone.py).
 
 Instances follow ref §4.5 / §5.2: resize so the long side is `image_size` (aspect kept), zero-pad
 bottom/right to a square, generate `num_query` objects, decode boxes / scores / pasted masks back in
-original pixels. Our training feeds insseg images in [0, 1] as well, so no ImageNet normalisation here.
+original pixels. Images are [0, 1] here too; the backbone applies the mean/std (the padding is black in
+both training and inference).
 
 Deliberate choices: n = ceil(W / S) windows (the official n = 2 for 640/480 and the demo's 160/120, and
 still a full cover for wider frames); `shift_windows=False` decodes ONE centred window and fills the
