@@ -1,8 +1,9 @@
 """Process runtime: device, precision, seeding and the 1-vs-N-process switch, chosen once.
 
-This is the only module under `pipeline/` that reads environment variables:
+This is the only module under `pipeline/` that reads (or sets) environment variables:
 - `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (set by torchrun) decide whether we are distributed;
-- `AIT_DEVICE` overrides the automatic device choice (like nanochat's `NANOCHAT_DTYPE`).
+- `AIT_DEVICE` overrides the automatic device choice (like nanochat's `NANOCHAT_DTYPE`);
+- `CUBLAS_WORKSPACE_CONFIG` is given a default by `seed_everything` (deterministic cuBLAS).
 
 Following nanochat `common.py` / lucidrains' `all_reduce_fn = ... if use_ddp else noop`, collectives are
 chosen once in `init_distributed` and exposed as stable functions (`all_reduce_sum`,
@@ -130,10 +131,19 @@ def autocast_ctx(device: torch.device, enabled: bool = True) -> AbstractContextM
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) global generators."""
+    """Seed Python, NumPy and torch (all devices) global generators and ask for deterministic kernels.
+
+    Byte-identical outputs for identical inputs keep DVC from cascading. Seeds are not enough: on CPU
+    with several threads the backward of an embedding lookup (`index_put_` with accumulate) adds in
+    a racy order, so a solver trained twice differed in its last bits. Deterministic mode picks the
+    ordered kernels on CPU and CUDA (cuBLAS needs the workspace setting before its first call) and
+    only warns where an op has none.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def print0(*args, **kwargs) -> None:
