@@ -215,6 +215,18 @@ class SolverConfig:
     runs: dict[str, SolverRunConfig] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """How evaluate@<run> runs (not what the model is): test-time augmentation, batching, panels."""
+
+    flip_tta: bool = True  # average each depth window with its horizontal flip (AiT ref §5.1)
+    shift_windows: bool = True  # sliding S x S depth windows; False = one centred window
+    batch_images: int = 4  # images per generate call (depth: x windows x flips sequences)
+    num_panels: int = 4  # PNG panels for the first samples of each task
+    panel_score: float = 0.3  # instances drawn in the panels score at least this
+    max_images: int = 0  # evaluate only the first N samples (0 = all)
+
+
 # Top-level params.yaml sections and their schemas. Later sections register here.
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
@@ -222,6 +234,7 @@ SECTIONS: dict[str, type] = {
     "tokenizer": TokenizerConfig,
     "cache": CacheConfig,
     "solver": SolverConfig,
+    "evaluate": EvalConfig,
 }
 
 

@@ -5,13 +5,14 @@ content hash must equal the recorded one) and, from the token-cache manifests it
 depth crop size and the contiguous class -> category id order. Every task of the checkpoint is scored
 on its held-out split (depth: test, insseg: val). Writes `<out>/metrics.json`, `<out>/insseg_results.json`
 (COCO results with RLE masks, insseg only), `<out>/panels/<task>_<key>.png` and the same panels as DVCLive
-images under `<out>/live`. Reads only `base.seed` from params (top-p sampling); the evaluation options
-are command-line flags for now.
+images under `<out>/live`. Reads `base.seed` (top-p sampling) and the `evaluate` section (test-time
+augmentation, batching, panels) from params, so `dvc exp run -S evaluate.flip_tta=false` re-scores only.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -19,11 +20,11 @@ import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.config import DepthTaskConfig, InssegTaskConfig, from_dict, load_value
+from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig, from_dict, load_section, load_value
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, read_jsonl, write_json
 from pipeline.runtime import pick_device
-from pipeline.solver.evaluate import EvalOptions, evaluate_depth, evaluate_insseg, train_mean_depth
+from pipeline.solver.evaluate import evaluate_depth, evaluate_insseg, train_mean_depth
 from pipeline.tokens.manifest import check_tokenizer, read_manifest
 from pipeline.viz import save_png
 from stages.live import open_live
@@ -60,7 +61,7 @@ def _records(prepared: Path, task: str, max_images: int, split: str | None = Non
     return records[:max_images] if max_images > 0 and split is None else records
 
 
-def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path], opts: EvalOptions,
+def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path], opts: EvalConfig,
                    seed: int, device: torch.device):
     """(metrics, COCO results or None, panels) of one task of the checkpoint."""
     tokenizer = _tokenizer(task, config, paths["tokenizers"], paths["model_dir"]).to(device)
@@ -94,13 +95,15 @@ def main(
     caches: Annotated[Path, typer.Option(help="token-cache root (manifests only)")] = Path("data/tokens"),
     out: Annotated[Path | None, typer.Option(help="results dir")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: auto)")] = None,
-    flip_tta: Annotated[bool, typer.Option(help="depth: average each window with its flip")] = True,
-    shift_windows: Annotated[bool, typer.Option(help="depth: sliding windows (else one centred)")] = True,
-    num_panels: Annotated[int, typer.Option(help="PNG panels per task")] = 4,
-    max_images: Annotated[int, typer.Option(help="evaluate only the first N samples (0 = all)")] = 0,
-    batch_images: Annotated[int, typer.Option(help="images per generate call")] = 4,
+    num_panels: Annotated[int | None, typer.Option(help="PNG panels per task (default: params)")] = None,
+    max_images: Annotated[int | None, typer.Option(help="only the first N samples, 0 = all (default: "
+                                                        "params)")] = None,
 ) -> None:
-    """Score a trained task-solver on every task it was trained for; write metrics and panels."""
+    """Score a trained task-solver on every task it was trained for; write metrics and panels.
+
+    Reads `evaluate` (TTA, batching, panels) and `base.seed`; the two options override params for quick
+    runs outside DVC.
+    """
     model_dir = model_dir or Path("models/solver") / run
     out = out or Path("results/evaluate") / run
     model, vocab, config = checkpoint.load_solver(model_dir)
@@ -109,8 +112,9 @@ def main(
     seed = load_value(params, "base.seed", int)
     dev = pick_device(device)
     model.to(dev)
-    opts = EvalOptions(flip_tta=flip_tta, shift_windows=shift_windows, batch_images=batch_images,
-                       num_panels=num_panels, max_images=max_images)
+    overrides = {"num_panels": num_panels, "max_images": max_images}
+    opts = replace(load_section(params, "evaluate", EvalConfig),
+                   **{k: v for k, v in overrides.items() if v is not None})
     paths = {"prepared": prepared, "tokenizers": tokenizers, "caches": caches, "model_dir": model_dir}
     metrics, panels, results = {}, [], None
     for task in config["tasks"]:

@@ -287,3 +287,20 @@ def test_evaluate_refuses_a_tokenizer_other_than_the_trained_one(project, tmp_pa
     shutil.copytree(project / "models/tokenizer/insseg", tmp_path / "tok" / "insseg")
     result = _evaluate(project, "depth", "ev_hash", "--tokenizers", str(tmp_path / "tok"))
     assert result.exit_code == 1 and "is not the" in result.stderr and "Traceback" not in result.output
+
+
+def test_evaluate_reads_its_options_from_params(project):  # noqa: F811
+    """`evaluate` in params.yaml (what `dvc exp run -S evaluate.…` changes) drives the stage."""
+    import yaml
+
+    assert _train(project, "depth", "ev_params").exit_code == 0
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"] |= {"max_images": 1, "num_panels": 1, "flip_tta": False}
+    path = project / "params_eval.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = project / "ev_params"
+    result = _invoke(["evaluate", "depth", "--params", str(path), "--device", "cpu",
+                      "--model-dir", str(out / "model"), "--out", str(out / "eval")], project)
+    assert result.exit_code == 0, result.output
+    assert json.loads((project / "ev_params/eval/metrics.json").read_text())["depth"]["num_images"] == 1
+    assert len(_png_panels(project / "ev_params/eval/panels")) == 1

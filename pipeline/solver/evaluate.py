@@ -16,14 +16,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from pipeline.config import DepthTaskConfig, InssegTaskConfig
+from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig
 from pipeline.data.coco import coco_from_records, segmentation_to_mask
 from pipeline.data.errors import DataError
 from pipeline.data.nyu import read_depth_metres, read_rgb
@@ -37,18 +36,6 @@ from pipeline.vocab import Vocab
 
 Progress = Callable[[int, int], None]
 Panel = tuple[str, np.ndarray]  # (sample key, (H, W, 3) uint8 picture)
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """How the evaluation runs (not what the model is): test-time augmentation, batching, panels."""
-
-    flip_tta: bool = True  # average each window with its horizontal flip (ref §5.1 step 2-3)
-    shift_windows: bool = True  # sliding S x S windows; False = one centred window (see infer.py)
-    batch_images: int = 4  # images per generate call (depth: x windows x flips sequences)
-    num_panels: int = 4  # PNG panels for the first samples of each task
-    panel_score: float = 0.3  # instances drawn in the panels score at least this
-    max_images: int = 0  # evaluate only the first N samples (0 = all)
 
 
 def _chunks(records: Sequence[dict], size: int) -> Iterable[Sequence[dict]]:
@@ -103,9 +90,10 @@ def tokenizer_reconstruction(tokenizer: VQVAE, depth: torch.Tensor) -> torch.Ten
 
 
 def evaluate_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthTaskConfig, records: Sequence[dict],
-                   mean_map: np.ndarray, size: int, opts: EvalOptions = EvalOptions(),
+                   mean_map: np.ndarray, size: int, opts: EvalConfig | None = None,
                    progress: Progress | None = None) -> tuple[dict, list[Panel]]:
     """Per-image-averaged NYU metrics of the model, the mean-depth baseline and the tokenizer bound."""
+    opts = opts or EvalConfig()
     device = next(model.parameters()).device
     per: dict[str, list[dict]] = {"model": [], "mean_depth_baseline": [], "tokenizer_upper_bound": []}
     panels: list[Panel] = []
@@ -170,9 +158,10 @@ def coco_metrics(records: Sequence[dict], categories: Sequence[dict], results: S
 
 def evaluate_insseg(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: InssegTaskConfig,
                     records: Sequence[dict], categories: Sequence[dict], category_ids: Sequence[int],
-                    opts: EvalOptions = EvalOptions(), generator: torch.Generator | None = None,
+                    opts: EvalConfig | None = None, generator: torch.Generator | None = None,
                     progress: Progress | None = None) -> tuple[dict, list[dict], list[Panel]]:
     """COCO bbox / segm AP of the model's generated objects; also the results list and panels."""
+    opts = opts or EvalConfig()
     names = {c["id"]: c["name"] for c in categories}
     results: list[dict] = []
     panels: list[Panel] = []
