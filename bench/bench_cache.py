@@ -38,6 +38,7 @@ from pipeline.data.nyu import read_depth_metres, read_rgb
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
 from pipeline.runtime import pick_device
+from pipeline.solver.augment import depth_view
 from pipeline.tokenizers.data import instance_index
 from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
 from pipeline.tokens.build import DepthItems, InssegItems, Tokenizer, build_cache, encode_inputs, make_plan
@@ -117,9 +118,8 @@ class CachedDepthSample:
         rng = np.random.default_rng(zlib.crc32(s["key"].encode()))
         v = int(rng.integers(len(s["views"])))
         view = s["views"][v]
-        crop = s["depth"].shape[0]
-        rgb = s["rgb"][:, ::-1] if view["flip"] else s["rgb"]
-        return {"rgb": np.ascontiguousarray(rgb[:, view["x"] : view["x"] + crop]), "tokens": s["tokens"][v]}
+        rgb, _ = depth_view(s["rgb"], s["depth"], view["flip"], view["x"], s["depth"].shape[0])
+        return {"rgb": rgb, "tokens": s["tokens"][v]}
 
 
 class RawDepth(Dataset):
