@@ -55,6 +55,7 @@ class DemoConfig:
     dark_fraction: float = 0.15  # fraction of objects with an IR-absorbing (no-return) material
     specular_fraction: float = 0.15  # fraction of objects whose near-normal view saturates the sensor
     jpeg_quality: int = 92
+    flash: float = 0.8  # share of the light from a lamp at the camera: brightness falls as 1/depth²
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class InssegTaskConfig:
     num_query: int = 100  # objects per sequence (21 tokens each)
     image_size: int = 640  # square (padded) input side; also the coordinate normalisation
     scale_range: tuple[float, float] = (0.1, 3.0)  # large-scale jitter of the training images
+    order: Literal["random", "area"] = "random"  # object order in a sequence (AiT: random each iteration)
     aux_weight: float = 5.0  # Dice + MSE of the soft-decoded masks (§3.3)
     mask_weight: float = 0.2  # CE weight of mask-code targets
     tau: float = 1.0
@@ -193,6 +195,7 @@ class SolverRunConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per task, default 1 (joint: depth 0.2)
     optim: OptimConfig = field(default_factory=OptimConfig)
     layer_decay: float = 0.9  # backbone lr = lr * layer_decay ** (num_layers - 1 - layer_id)
+    parallel: bool = False  # the parallel decoder (AiT-P, paper §4.4 / Table 9), studied for depth only
     num_workers: int = 0
     log_every: int = 10
     checkpoint_every: int = 100  # steps between resumable checkpoints

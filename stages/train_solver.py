@@ -114,7 +114,7 @@ def main(
     opened = {t: open_cache(caches / variants[t]) for t in tasks}
     vocab = Vocab.from_manifests(num_bins, **{t: c.manifest for t, c in opened.items()}, spare_codes=spare)
     length = max(sequence_length(t, opened[t].manifest, tasks[t]) for t in tasks)
-    arch = solver_config(model_cfg, length)
+    arch = solver_config(model_cfg, length, cfg.parallel)
     model = build_ait(backbone_cfg, arch, vocab)  # same seed on every rank -> same initial weights
     heads = {t: _head(t, opened[t], tokenizers / variants[t], tasks[t]) for t in tasks}
     step = TrainStep(model, heads, cfg.loss_weights, vocab).to(dev)

@@ -171,6 +171,19 @@ def test_more_objects_than_num_query_keeps_a_random_subset():
     torch.testing.assert_close(_objects(seq.targets)[0, :, :4], expected)
 
 
+def test_area_order_puts_the_largest_boxes_first_every_time():
+    image = _image(9, seed=4)
+    area = (image.boxes_xyxy[:, 2:] - image.boxes_xyxy[:, :2]).prod(1)
+    largest = torch.argsort(area, descending=True)
+    orders = [ins.build_sequences([image], VOCAB, 4, torch.Generator().manual_seed(s), _DupCodes(),
+                                  ZERO_CODES, order="area").real_order[0] for s in range(3)]
+    assert all(torch.equal(o, largest[:4]) for o in orders)  # beyond num_query the smallest are dropped
+    random = [_build([image], num_query=9, seed=s)[0].real_order[0] for s in range(3)]
+    assert len({tuple(o.tolist()) for o in random}) == 3
+    with pytest.raises(ValueError, match="object order"):
+        ins.build_sequences([image], VOCAB, 4, torch.Generator(), _DupCodes(), ZERO_CODES, order="size")
+
+
 def test_coordinate_tokens_round_trip_within_half_a_bin():
     coords = torch.rand(1000, generator=torch.Generator().manual_seed(0)) * NORM
     back = VOCAB.token_to_coord(VOCAB.coord_to_token(coords, NORM), NORM)

@@ -48,13 +48,13 @@ class SolverModelConfig:
     num_decoder_layers: int = 6
     dropout: float = 0.1
     drop_path: float = 0.1  # constant per layer, as every official config (drop_path_linear=False)
-    parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
 
 
 @dataclass(frozen=True)
 class SolverConfig(SolverModelConfig):
-    """The full architecture: the user's choices plus numbers derived from the data, never typed."""
+    """The full architecture: the user's choices, the run's decoder and numbers derived from the data."""
 
+    parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
     max_seq_len: int = 2100  # 100 objects x 21 tokens (ref §4.5); depth uses 225
     num_tasks: int = 3  # task ids det=0, insseg=1, depth=2 (ref §9); the official tables have 4 slots
 

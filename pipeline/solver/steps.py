@@ -101,7 +101,7 @@ class InssegHead:
                                       for m, box in zip(masks, boxes, strict=True)], device)
 
         seq = insseg_task.build_sequences(targets, vocab, self.cfg.num_query, generator, duplicates, zero,
-                                          mask_weight=self.cfg.mask_weight)
+                                          mask_weight=self.cfg.mask_weight, order=self.cfg.order)
         logits = model(batch["images"].to(device), insseg_task.TASK_ID, seq.tokens_in)
         aux = self.cfg.aux_weight > 0
         loss, parts = insseg_task.insseg_loss(

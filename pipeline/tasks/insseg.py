@@ -109,21 +109,24 @@ def build_sequences(
     noise_mask_indices: NoiseMaskFn,
     zero_mask_indices: Tensor,
     mask_weight: float = MASK_WEIGHT,
+    order: str = "random",
 ) -> SeqBatch:
     """Per-image labels -> SeqBatch with L = num_query·T (ref §4.5 steps 1-4).
 
     `noise_mask_indices(image_index, sources (m,), boxes (m, 4))` returns the (m, M) local codes of the
     GT masks of objects `sources` cropped at the jittered duplicate `boxes`; `zero_mask_indices` (M,) are
-    the codes of an all-zero mask, used by every bad box.
+    the codes of an all-zero mask, used by every bad box. `order` puts the real objects in a fresh random
+    order (AiT, ref §4.5) or largest box first ("area", one of Pix2Seq's orderings, §3.1 of its paper).
     """
     rows, tgt_rows, num_real, orders = [], [], [], []
     for b, image in enumerate(targets):
-        seq, tgt, order = _image_sequence(b, image, vocab, num_query, generator, noise_mask_indices,
-                                          zero_mask_indices)
+        real = _object_order(image.boxes_xyxy, order, generator)[:num_query]  # beyond num_query: dropped
+        seq, tgt = _image_sequence(b, image, real, vocab, num_query, generator, noise_mask_indices,
+                                   zero_mask_indices)
         rows.append(seq)
         tgt_rows.append(tgt)
-        num_real.append(len(order))
-        orders.append(order)
+        num_real.append(len(real))
+        orders.append(real)
     clean, target = torch.stack(rows), torch.stack(tgt_rows)  # (B, Q, T)
     corrupted = clean.clone()
     corrupted[:, :, CLASS_SLOT] = _corrupt_classes(clean.shape[:2], vocab, generator).to(clean.device)
@@ -139,23 +142,32 @@ def build_sequences(
     )
 
 
+def _object_order(boxes_xyxy: Tensor, order: str, generator: torch.Generator) -> Tensor:
+    """(n,) permutation of an image's objects: random, or by decreasing box area (ties: listed first)."""
+    if order == "area":
+        area = (boxes_xyxy[:, 2] - boxes_xyxy[:, 0]) * (boxes_xyxy[:, 3] - boxes_xyxy[:, 1])
+        return torch.sort(area.float(), descending=True, stable=True).indices
+    if order != "random":
+        raise ValueError(f"object order {order!r}: expected 'random' or 'area'")
+    perm = torch.randperm(len(boxes_xyxy), generator=generator, device=generator.device)
+    return perm.to(boxes_xyxy.device)
+
+
 def _image_sequence(
     b: int,
     image: ImageTargets,
+    order: Tensor,
     vocab: Vocab,
     num_query: int,
     generator: torch.Generator,
     noise_mask_indices: NoiseMaskFn,
     zero_mask_indices: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One image -> clean tokens (Q, T), targets (Q, T), real_order (n_real,)."""
+) -> tuple[Tensor, Tensor]:
+    """One image and its real objects in sequence `order` (n_real,) -> clean tokens (Q, T), targets (Q, T)."""
     device = image.boxes_xyxy.device
     num_mask = zero_mask_indices.numel()
     if image.mask_indices.shape[1] != num_mask:
         raise ValueError(f"image {b}: {image.mask_indices.shape[1]} mask codes, expected {num_mask}")
-    # random order every iteration; beyond num_query objects a random subset is kept (deviation)
-    order = torch.randperm(len(image.labels), generator=generator, device=generator.device)[:num_query]
-    order = order.to(device)
     boxes = image.boxes_xyxy.float()[order]
     noise = noise_objects(boxes, num_query - len(order), image.image_hw, generator)
     noise_masks = zero_mask_indices.to(device).long().reshape(1, num_mask).repeat(len(noise.source), 1)
@@ -177,7 +189,7 @@ def _image_sequence(
     target = seq.clone()
     target[len(order) :, :BOX_TOKENS] = IGNORE_INDEX  # noise boxes are not supervised ...
     target[len(order) :, MASK_START:] = IGNORE_INDEX  # ... nor their masks; their noise class is
-    return seq, target, order
+    return seq, target
 
 
 def _corrupt_classes(shape: torch.Size, vocab: Vocab, generator: torch.Generator) -> Tensor:

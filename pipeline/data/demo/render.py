@@ -81,7 +81,7 @@ def render_frame(ps: PackedScene, pose: Pose, intr: Intrinsics, cfg: DemoConfig,
     lit = facing.copy()
     lit[facing] = ~occluded(ps.geom, light, points[facing])
     base = albedo(ps.scene.materials, ps.surf_material[surf], u, v, ps.scene.decals, decal)
-    rgb = shade(base, points, normals, view, light, lit, glossy, glass)
+    rgb = shade(base, points, normals, view, light, lit, glossy, glass, pose.position, cfg.flash)
     return Frame(finish(rgb.reshape(h, w, 3), rng), complete_mm.reshape(h, w),
                  sensor.sensor_depth(complete_mm, invalid).reshape(h, w), obj.reshape(h, w),
                  {k: v.reshape(h, w) for k, v in causes.items()})
@@ -112,6 +112,8 @@ def _check(cfg: DemoConfig) -> None:
         raise ConfigError(f"data.demo.test_scenes: must be in [0, num_scenes), got {cfg.test_scenes}")
     if min(cfg.dark_fraction, cfg.specular_fraction) < 0 or cfg.dark_fraction + cfg.specular_fraction > 1:
         raise ConfigError("data.demo: dark_fraction, specular_fraction must be >= 0 with a sum <= 1")
+    if not 0 <= cfg.flash <= 1:
+        raise ConfigError(f"data.demo.flash: must be in [0, 1], got {cfg.flash}")
     if not 1 <= cfg.jpeg_quality <= 95:
         raise ConfigError(f"data.demo.jpeg_quality: must be in [1, 95], got {cfg.jpeg_quality}")
 
