@@ -27,7 +27,7 @@ _AMBIENT = 0.32
 _LIGHT_POWER = 1.05
 _FALLOFF = 2.5  # metres
 _SHININESS = 40.0
-_FLASH_REF = 2.0  # metres; the camera light matches the room light's level at this distance
+_FLASH_REF = 2.0  # metres; a surface facing the camera at this distance gets camera irradiance 1
 
 
 def _hash(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
