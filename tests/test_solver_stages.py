@@ -65,6 +65,8 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
     assert live["step"] == 3 and math.isfinite(live["loss"]) and live["lr"] > 0
     for task in tasks:
         assert math.isfinite(live[task]["ce"]) and 0 <= live[task]["accuracy"] <= 1
+    if "insseg" in tasks:  # the per-slot split is logged beside the overall accuracy
+        assert all(0 <= live["insseg"][f"accuracy_{k}"] <= 1 for k in ("box", "class", "mask", "box_first"))
     assert not (project / f"run_{run}" / "state").exists()  # a finished run leaves nothing to resume
 
 

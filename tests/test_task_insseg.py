@@ -368,3 +368,27 @@ def test_tiny_solver_overfits_two_images_insseg_sequences():
             logits = solver(solver.encode(features), ins.TASK_ID, seq.tokens_in)
             accs.append(token_accuracy(logits, seq.targets))
     assert float(torch.stack(accs).mean()) >= 0.9
+
+
+def test_slot_accuracy_splits_hits_by_slot_and_singles_out_the_first_box():
+    seq, _ = _build([_image(2, seed=1), _image(3, seed=2)], num_query=3)
+    sup = seq.targets != IGNORE_INDEX
+    logits = torch.zeros(2, 3 * T, VOCAB.size)
+    right = seq.targets.clamp_min(0)
+    logits.scatter_(2, right[..., None], 1.0)  # every supervised target is the argmax ...
+    slots = torch.arange(3 * T) % T
+    wrong = (slots >= ins.MASK_START) & (torch.arange(3 * T) < T)  # ... but the first object's mask codes
+    logits[:, wrong] = 0.0
+    logits[:, wrong, VOCAB.noise_token] = 1.0  # never a mask-code target
+    parts = ins.slot_accuracy(logits, seq.targets, T)
+    assert float(parts["accuracy_box"]) == float(parts["accuracy_class"]) == 1.0
+    assert float(parts["accuracy_box_first"]) == 1.0
+    mask_sup = sup & (slots >= ins.MASK_START)
+    expected = (mask_sup & ~wrong).sum() / mask_sup.sum()
+    assert float(parts["accuracy_mask"]) == pytest.approx(float(expected))
+    first_wrong = logits.clone()
+    first_wrong[:, 0] = 0.0
+    first_wrong[:, 0, VOCAB.noise_token] = 1.0  # x1 of the first object missed in both images
+    parts = ins.slot_accuracy(first_wrong, seq.targets, T)
+    assert float(parts["accuracy_box_first"]) == 0.75
+    assert float(parts["accuracy_box"]) == pytest.approx(1 - 2 / float((sup & (slots < 4)).sum()))

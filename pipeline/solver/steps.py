@@ -108,6 +108,7 @@ class InssegHead:
             logits, seq, vocab=vocab, tokenizer=self.tokenizer if aux else None,
             gt_crops=[c.to(device) for c in crops] if aux else None, aux_weight=self.cfg.aux_weight,
             mask_weight=self.cfg.mask_weight, tau=self.cfg.tau)
+        parts |= insseg_task.slot_accuracy(logits, seq.targets, insseg_task.tokens_per_object(self.grid_tokens))
         parts["fallback_fraction"] = torch.tensor(fallback)
         return loss, parts
 

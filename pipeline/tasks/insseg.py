@@ -8,6 +8,7 @@ mask tokenizer's grid size (4 x 4 = 16 in the paper, so 21 tokens); `num_query` 
   class slot of the decoder INPUT is corrupted (random class / noise, p 0.5 / 0.5), never the targets;
 - `insseg_loss`: weighted CE over the full vocabulary (mask-code targets × 0.2) / supervised tokens, plus
   the Dice + MSE aux term of the soft-decoded real-object masks against their GT 64² crops;
+- `slot_accuracy`: teacher-forced accuracy of box, class and mask slots and of the first object's box;
 - `decode_objects`: boxes, labels, scores (noise logit in the softmax denominator) and pasted masks.
 
 Deliberate differences from the official code:
@@ -238,6 +239,27 @@ def insseg_loss(
         loss = loss + aux_weight * mask_weight * num_mask * (dice + mse) / norm
         parts |= {"dice": dice.detach(), "mse": mse.detach()}
     return loss, parts
+
+
+def slot_accuracy(logits: Tensor, targets: Tensor, period: int) -> dict[str, Tensor]:
+    """Teacher-forced token accuracy per slot of an object: box coordinates, class, mask codes, and the
+    first object's box alone (full-V argmax, supervised targets only, as `token_accuracy`).
+
+    The first box is the one part of a sequence read from the image with nothing decoded before it:
+    a run whose `accuracy_box` is fine but `accuracy_box_first` stays at the share of its most common
+    value has learnt the coordinate prior, not where the objects are, and greedy generation then
+    starts every image at that value and conditions everything after on it.
+    """
+    B, L, V = logits.shape
+    objects, targets = logits.detach().view(B, L // period, period, V), targets.view(B, L // period, period)
+
+    def part(slots: slice, first_only: bool = False) -> Tensor:
+        rows = slice(0, 1) if first_only else slice(None)
+        return token_accuracy(objects[:, rows, slots].flatten(1, 2), targets[:, rows, slots].flatten(1))
+
+    return {"accuracy_box": part(slice(0, BOX_TOKENS)), "accuracy_class": part(slice(CLASS_SLOT, MASK_START)),
+            "accuracy_mask": part(slice(MASK_START, None)),
+            "accuracy_box_first": part(slice(0, BOX_TOKENS), first_only=True)}
 
 
 def mask_aux_losses(
