@@ -33,7 +33,7 @@ def tiny_solver(steps: int, num_query: int) -> dict:
                      "num_heads": [1, 1, 2, 2]},
         "model": {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
         "num_bins": 64,
-        "insseg": {"num_query": num_query, "image_size": 64},
+        "insseg": {"num_query": num_query, "image_size": 64, "aux_weight": 5.0},  # keeps the aux path run
         "runs": {"depth": {**run, "batch_size": {"depth": 2}},
                  "insseg": {**run, "batch_size": {"insseg": 2}},
                  "joint": {**run, "batch_size": {"depth": 2, "insseg": 2}}},
