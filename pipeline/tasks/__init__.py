@@ -41,8 +41,17 @@ def sequence_ce_sum(logits: Tensor, targets: Tensor, weights: Tensor | None = No
 
 
 @torch.no_grad()
+def token_hits(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, L, V) logits, (B, L) targets -> (hits, supervised) (B, L) bool; hits by the full-V argmax."""
+    supervised = targets != IGNORE_INDEX
+    return (logits.argmax(dim=-1) == targets) & supervised, supervised
+
+
+def hit_rate(hits: Tensor, supervised: Tensor) -> Tensor:
+    """Scalar fraction of supervised positions that are hits (0 when nothing is supervised)."""
+    return hits.sum().float() / supervised.sum().clamp_min(1).float()
+
+
 def token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     """(B, L, V) logits, (B, L) targets -> scalar fraction of supervised targets hit by the full-V argmax."""
-    supervised = targets != IGNORE_INDEX
-    hits = (logits.argmax(dim=-1) == targets) & supervised
-    return hits.sum().float() / supervised.sum().clamp_min(1).float()
+    return hit_rate(*token_hits(logits, targets))

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from pipeline.losses import dice_loss
 from pipeline.models.vqvae import VQVAE, grid_shape
-from pipeline.tasks import IGNORE_INDEX, num_supervised, sequence_ce_sum, token_accuracy
+from pipeline.tasks import (IGNORE_INDEX, hit_rate, num_supervised, sequence_ce_sum, token_accuracy,
+                            token_hits)
 from pipeline.tasks.noise import noise_objects
 from pipeline.tasks.paste import PASTE_THRESHOLD, paste_masks
 from pipeline.tokenizers.mask_crops import MASK_CROP_SIZE
@@ -251,13 +252,11 @@ def slot_accuracy(logits: Tensor, targets: Tensor, period: int) -> dict[str, Ten
     starts every image at that value and conditions everything after on it.
     """
     shape = (targets.shape[0], -1, period)  # (B, Q, T)
-    supervised = targets != IGNORE_INDEX
-    hits = ((logits.detach().argmax(dim=-1) == targets) & supervised).view(shape)  # one argmax for all parts
-    supervised = supervised.view(shape)
+    hits, supervised = (x.view(shape) for x in token_hits(logits, targets))  # one argmax for all parts
 
     def part(slots: slice, first_only: bool = False) -> Tensor:
         rows = slice(0, 1) if first_only else slice(None)
-        return hits[:, rows, slots].sum().float() / supervised[:, rows, slots].sum().clamp_min(1).float()
+        return hit_rate(hits[:, rows, slots], supervised[:, rows, slots])
 
     return {"accuracy_box": part(slice(0, BOX_TOKENS)), "accuracy_class": part(slice(CLASS_SLOT, MASK_START)),
             "accuracy_mask": part(slice(MASK_START, None)),
