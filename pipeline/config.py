@@ -56,6 +56,7 @@ class DemoConfig:
     specular_fraction: float = 0.15  # fraction of objects whose near-normal view saturates the sensor
     jpeg_quality: int = 92
     flash: float = 0.8  # share of the light from a lamp at the camera: brightness falls as 1/depth²
+    tint: float = 0.7  # share of each object's colour replaced by its category's hue (a recognition cue)
 
 
 @dataclass(frozen=True)

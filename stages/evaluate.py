@@ -82,7 +82,9 @@ def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path]
         raise DataError(f"{paths['caches']}: {len(ids)} categories, but the solver has {vocab.num_classes}")
     generator = torch.Generator(device=device).manual_seed(seed)  # top_p > 0 samples reproducibly
     with progress("evaluate insseg") as cb:
-        return evaluate_insseg(model, tokenizer, vocab, cfg, records, categories, ids, opts, generator, cb)
+        train = _records(paths["prepared"], task, 0, split="train")  # the image-blind baseline's statistics
+        return evaluate_insseg(model, tokenizer, vocab, cfg, records, categories, ids, train, opts, generator,
+                               cb)
 
 
 @fail_cleanly

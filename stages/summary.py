@@ -57,6 +57,7 @@ def solver_table(root: Path) -> Table | None:
     if not runs:
         return None
     table = _table("task-solver", ("run", "task / metric", "model", "baseline", "gain", "tokenizer bound"))
+    table.caption = "baseline: depth, the training mean depth map; insseg, the image-blind class prior"
     for run, m in runs.items():
         if "depth" in m:
             d = m["depth"]
@@ -67,7 +68,8 @@ def solver_table(root: Path) -> Table | None:
         if "insseg" in m:
             for iou in ("bbox", "segm"):
                 for key in ("AP", "AP50"):
-                    table.add_row(run, f"insseg {iou} {key}", _fmt(m["insseg"][iou][key]), "", "", "")
+                    table.add_row(run, f"insseg {iou} {key}", _fmt(m["insseg"][iou][key]),
+                                  _fmt(m["insseg"]["prior_baseline"][iou][key]), "", "")
     return table
 
 

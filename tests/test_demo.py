@@ -236,3 +236,55 @@ def test_camera_light_makes_brightness_fall_off_with_depth():
 def test_flash_outside_unit_interval_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="data.demo.flash"):
         render_demo(dataclasses.replace(TINY, flash=1.5), tmp_path)
+
+
+# --- category tint ---------------------------------------------------------------------------------
+
+
+def test_tint_changes_only_the_rgb_images(tiny, tmp_path):
+    out, _ = tiny
+    render_demo(dataclasses.replace(TINY, tint=1.0), tmp_path)
+    plain, tinted = _tree_digest(out), _tree_digest(tmp_path)
+    assert plain.keys() == tinted.keys()
+    for name, digest in plain.items():
+        if name.endswith(".jpg"):
+            assert tinted[name] != digest, name
+        elif name != "meta.json":  # meta.json records the config
+            assert tinted[name] == digest, name  # depth PNGs, lists, COCO jsons: byte-identical
+
+
+def test_tint_gives_each_category_its_own_hue_at_the_material_brightness():
+    import colorsys
+
+    from pipeline.data.demo.scene import CATEGORIES, make_scene
+    from pipeline.data.demo.tint import category_colours, retint, tint_scene
+
+    colours = category_colours()
+    hues = sorted(colorsys.rgb_to_hsv(*c)[0] for c in colours.values())
+    assert len(colours) == len(CATEGORIES) and min(np.diff(hues)) > 0.9 / len(CATEGORIES)  # all distinct
+    luma = np.array([0.2126, 0.7152, 0.0722])
+    grey = (0.2, 0.2, 0.2)  # dark enough that no hue clips at this brightness
+    for target in colours.values():
+        full = np.array(retint(grey, target, 1.0))
+        assert full @ luma == pytest.approx(0.2, abs=1e-6)  # brightness kept
+        assert colorsys.rgb_to_hsv(*full)[0] == pytest.approx(colorsys.rgb_to_hsv(*target)[0], abs=1e-6)
+    assert retint(grey, next(iter(colours.values())), 0.0) == grey
+
+    scene = make_scene(np.random.default_rng(0), 0.0, 0.0)
+    tinted = tint_scene(scene, 1.0)
+    assert tint_scene(scene, 0.0) is scene
+    owned = set()
+    for obj in scene.objects:
+        hue = colorsys.rgb_to_hsv(*colours[obj.category_id])[0]
+        for *_, m in obj.parts:
+            owned.add(m)
+            r, g, b = tinted.materials[m].color
+            if max(r, g, b) < 1.0 and max(r, g, b) - min(r, g, b) > 1e-3:  # unclipped, not black
+                assert colorsys.rgb_to_hsv(r, g, b)[0] == pytest.approx(hue, abs=1e-3), obj.name
+    untouched = [i for i in range(len(scene.materials)) if i not in owned]
+    assert untouched and all(tinted.materials[i] == scene.materials[i] for i in untouched)  # room, decals
+
+
+def test_tint_outside_unit_interval_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.demo.tint"):
+        render_demo(dataclasses.replace(TINY, tint=-0.1), tmp_path)

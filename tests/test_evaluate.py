@@ -201,6 +201,34 @@ def test_coco_path_scores_a_perfect_prediction_1_and_an_empty_one_0():
     assert empty["bbox"]["AP"] == 0.0 and empty["segm"]["AP"] == 0.0
 
 
+def test_image_blind_prior_predicts_the_frequent_classes_at_their_median_box():
+    from pipeline.solver.evaluate import class_prior, prior_results
+
+    def record(image_id, width, height, anns):
+        return {"key": str(image_id), "image_id": image_id, "image": f"{image_id}.jpg", "width": width,
+                "height": height, "annotations": [
+                    {"id": 10 * image_id + i, "category_id": c, "bbox": b, "area": float(b[2] * b[3]),
+                     "iscrowd": crowd, "segmentation": [[b[0], b[1], b[0] + b[2], b[1], b[0] + b[2],
+                                                         b[1] + b[3], b[0], b[1] + b[3]]]}
+                    for i, (c, b, crowd) in enumerate(anns)]}
+
+    cup, tv = [4, 3, 12, 9], [20, 15, 8, 6]  # in a 40 x 30 frame
+    train = [record(1, 40, 30, [(5, cup, 0), (7, tv, 0)]), record(2, 40, 30, [(5, cup, 0), (7, tv, 1)]),
+             record(3, 80, 60, [(5, [2 * v for v in cup], 0)])]  # same relative box at twice the size
+    prior = class_prior(train, k=1)
+    assert [(c, share) for c, share, _ in prior] == [(5, 0.75)]  # the crowd tv does not count
+    np.testing.assert_allclose(prior[0][2], [0.1, 0.1, 0.3, 0.3])
+    assert [c for c, _, _ in class_prior(train, k=5)] == [5, 7]
+    categories = [{"id": 5, "name": "cup"}, {"id": 7, "name": "tv"}]
+    hit = [record(4, 80, 60, [(5, [8, 6, 24, 18], 0)])]
+    results = prior_results(hit, prior)
+    assert results[0]["bbox"] == pytest.approx([8, 6, 24, 18])
+    metrics = coco_metrics(hit, categories, results)
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0) and metrics["segm"]["AP"] == pytest.approx(1.0)
+    miss = [record(5, 80, 60, [(7, [8, 6, 24, 18], 0)])]  # right place, other class
+    assert coco_metrics(miss, categories, prior_results(miss, prior))["bbox"]["AP"] == 0.0
+
+
 def test_panels_show_every_part_side_by_side():
     from pipeline.solver.evaluate import depth_panel, instance_panel
     from pipeline.viz import GAP, TITLE_HEIGHT
@@ -270,6 +298,7 @@ def test_evaluate_insseg_run(project):  # noqa: F811
     assert metrics["insseg"]["num_images"] == 3
     for iou_type in ("bbox", "segm"):
         assert set(metrics["insseg"][iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        assert set(metrics["insseg"]["prior_baseline"][iou_type]) == set(metrics["insseg"][iou_type])
     results = json.loads((project / "ev_insseg/eval/insseg_results.json").read_text())
     assert len(results) == metrics["insseg"]["num_detections"]
     assert all({"image_id", "category_id", "score", "bbox", "segmentation"} <= set(r) for r in results)

@@ -9,6 +9,9 @@
 - instances (ref §5.2): every generated object -> COCO result (xywh box, score, category id, RLE mask)
   -> pycocotools bbox and segm AP / AP50 / AP75 / APs / APm / APl. As mmdet, segm results are scored
   without their box (else pycocotools takes the box area for APs/m/l) and bbox results without masks.
+  Beside them the image-blind baseline: every image gets the `num_query` most frequent training
+  categories at their median training box (relative to the image size), scored by their frequency, the
+  box filled as the mask. A model that reads nothing from the image scores about this.
 - panels for the first few samples: image | GT | prediction | |error| (GT and prediction share one
   colour scale), and predicted masks / boxes / class names (score >= `panel_score`) beside the GT.
 """
@@ -146,6 +149,34 @@ def coco_results(image_id: int, prediction: dict[str, np.ndarray]) -> list[dict]
     return out
 
 
+def class_prior(train_records: Sequence[dict], k: int) -> list[tuple[int, float, np.ndarray]]:
+    """The image-blind instance baseline fitted on the training split: the `k` most frequent non-crowd
+    categories as (category id, share of the training objects, median box [x, y, w, h] / [W, H, W, H])."""
+    boxes: dict[int, list[np.ndarray]] = {}
+    for r in train_records:
+        size = np.array([r["width"], r["height"]] * 2, np.float64)
+        for a in r["annotations"]:
+            if not a.get("iscrowd", 0):
+                boxes.setdefault(a["category_id"], []).append(np.asarray(a["bbox"], np.float64) / size)
+    total = sum(len(b) for b in boxes.values())
+    ranked = sorted(boxes, key=lambda c: (-len(boxes[c]), c))[:k]  # ties: lower id first, deterministic
+    return [(c, len(boxes[c]) / total, np.median(np.stack(boxes[c]), axis=0)) for c in ranked]
+
+
+def prior_results(records: Sequence[dict], prior: Sequence[tuple[int, float, np.ndarray]]) -> list[dict]:
+    """COCO results of `class_prior` on every image: the same boxes (filled as masks), scored by share."""
+    out = []
+    for r in records:
+        w, h = r["width"], r["height"]
+        for cat, share, rel in prior:
+            x, y, bw, bh = (rel * np.array([w, h, w, h])).tolist()
+            mask = np.zeros((h, w), bool)
+            mask[round(y) : round(y + bh), round(x) : round(x + bw)] = True
+            out.append({"image_id": int(r["image_id"]), "category_id": int(cat), "score": float(share),
+                        "bbox": [x, y, bw, bh], "segmentation": encode_rle(mask)})
+    return out
+
+
 def coco_metrics(records: Sequence[dict], categories: Sequence[dict], results: Sequence[dict]) -> dict:
     """{"bbox": AP..., "segm": AP...} of COCO results against prepared insseg records (ref §5.2)."""
     gt = coco_from_records(list(records), list(categories))
@@ -158,9 +189,11 @@ def coco_metrics(records: Sequence[dict], categories: Sequence[dict], results: S
 
 def evaluate_insseg(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: InssegTaskConfig,
                     records: Sequence[dict], categories: Sequence[dict], category_ids: Sequence[int],
-                    opts: EvalConfig | None = None, generator: torch.Generator | None = None,
+                    train_records: Sequence[dict], opts: EvalConfig | None = None,
+                    generator: torch.Generator | None = None,
                     progress: Progress | None = None) -> tuple[dict, list[dict], list[Panel]]:
-    """COCO bbox / segm AP of the model's generated objects; also the results list and panels."""
+    """COCO bbox / segm AP of the model's generated objects next to the image-blind baseline (`class_prior`
+    with the model's `num_query` detections per image); also the results list and panels."""
     opts = opts or EvalConfig()
     names = {c["id"]: c["name"] for c in categories}
     results: list[dict] = []
@@ -177,7 +210,9 @@ def evaluate_insseg(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: InssegTaskC
         if progress:
             progress(done, len(records))
     metrics = coco_metrics(records, categories, results)
-    return {**metrics, "num_images": len(records), "num_detections": len(results)}, results, panels
+    prior = prior_results(records, class_prior(train_records, cfg.num_query))
+    counts = {"num_images": len(records), "num_detections": len(results)}
+    return {**metrics, **counts, "prior_baseline": coco_metrics(records, categories, prior)}, results, panels
 
 
 def _draw_boxes(image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> np.ndarray:

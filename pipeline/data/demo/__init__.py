@@ -16,8 +16,9 @@ shelves with books, cabinets, couches, a table with chairs, boxes, bins, balls, 
 tops); camera.py holds the NYUv2 Kinect intrinsics scaled to the render size and samples camera poses;
 raycast.py casts all pixels at once in NumPy; sensor.py punches Kinect-like holes (max range,
 projector shadow, IR-dark and specular materials); shading.py textures and lights the hits; masks.py
-turns instance masks into exact COCO polygons / RLE; write.py writes deterministic files; render.py
-drives it. Same `DemoConfig` (seed) -> byte-identical files on the same platform.
+turns instance masks into exact COCO polygons / RLE; tint.py pulls object colours toward one hue per
+category (`tint`, a class cue for the from-scratch demo solver; RGB only); write.py writes deterministic
+files; render.py drives it. Same `DemoConfig` (seed) -> byte-identical files on the same platform.
 
 Why the defaults of `DemoConfig` (params.yaml `data.demo`):
 * 120x160 pixels: NYUv2's 480x640 at 1/4 per side, so aspect ratio and (scaled) intrinsics are

@@ -23,6 +23,7 @@ from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
 from pipeline.data.demo.raycast import Geometry, cast, occluded, surface_frame
 from pipeline.data.demo.scene import CATEGORIES, Scene, make_scene, pack
 from pipeline.data.demo.shading import albedo, decal_index, finish, shade, surface_uv
+from pipeline.data.demo.tint import tint_scene
 from pipeline.data.demo.write import reset_dir, save_bts_list, save_depth_png, save_jpeg, save_json
 
 _MIN_AREA_FRACTION = 1e-3  # instances with fewer visible pixels (of H*W, at least 8) are not annotated
@@ -114,6 +115,8 @@ def _check(cfg: DemoConfig) -> None:
         raise ConfigError("data.demo: dark_fraction, specular_fraction must be >= 0 with a sum <= 1")
     if not 0 <= cfg.flash <= 1:
         raise ConfigError(f"data.demo.flash: must be in [0, 1], got {cfg.flash}")
+    if not 0 <= cfg.tint <= 1:
+        raise ConfigError(f"data.demo.tint: must be in [0, 1], got {cfg.tint}")
     if not 1 <= cfg.jpeg_quality <= 95:
         raise ConfigError(f"data.demo.jpeg_quality: must be in [1, 95], got {cfg.jpeg_quality}")
 
@@ -137,7 +140,8 @@ def render_demo(cfg: DemoConfig, out_dir: Path,
         split, name = ("test" if i >= first_test else "train"), f"room_{i:04d}"
         layout_rng, pose_rng, noise_rng = (np.random.default_rng(s)
                                            for s in np.random.SeedSequence((cfg.seed, i)).spawn(3))
-        ps = PackedScene.of(make_scene(layout_rng, cfg.dark_fraction, cfg.specular_fraction))
+        scene = make_scene(layout_rng, cfg.dark_fraction, cfg.specular_fraction)
+        ps = PackedScene.of(tint_scene(scene, cfg.tint))
         (nyu / name).mkdir(parents=True)
         for f, pose in enumerate(sample_poses(ps.scene, ps.geom, pose_rng, cfg.frames_per_scene)):
             frame = render_frame(ps, pose, intr, cfg, noise_rng)
