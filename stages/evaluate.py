@@ -81,8 +81,8 @@ def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path]
     if len(ids) != vocab.num_classes:
         raise DataError(f"{paths['caches']}: {len(ids)} categories, but the solver has {vocab.num_classes}")
     generator = torch.Generator(device=device).manual_seed(seed)  # top_p > 0 samples reproducibly
+    train = _records(paths["prepared"], task, 0, split="train")  # the image-blind baseline's statistics
     with progress("evaluate insseg") as cb:
-        train = _records(paths["prepared"], task, 0, split="train")  # the image-blind baseline's statistics
         return evaluate_insseg(model, tokenizer, vocab, cfg, records, categories, ids, train, opts, generator,
                                cb)
 
