@@ -1,6 +1,7 @@
-"""`ait preset FILE` — turn a params overlay (e.g. presets/paper.yaml) into DVC's own `-S` overrides.
+"""`ait preset FILE...` — turn params overlays (e.g. presets/paper.yaml) into DVC's own `-S` overrides.
 
     dvc exp run $(ait preset presets/paper.yaml)
+    dvc exp run $(ait preset presets/paper.yaml presets/rehearsal.yaml)   # later files win
 
 Every leaf of the overlay becomes one `-S key=value` (lists and mappings as YAML flow values, which
 DVC parses), so the preset is applied and tracked by DVC like any hand-written override. The overlay
@@ -10,7 +11,6 @@ is validated against the schema first: a key that params.yaml does not know fail
 from __future__ import annotations
 
 import json
-import shlex
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,11 +40,14 @@ def merged(params: dict, overlay: dict) -> dict:
 
 @fail_cleanly
 def main(
-    preset: Annotated[Path, typer.Argument(help="a params overlay, e.g. presets/paper.yaml")],
+    presets: Annotated[list[Path], typer.Argument(help="params overlays applied in order (later wins)")],
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),
 ) -> None:
-    """Print `-S key=value` overrides that apply PRESET with `dvc exp run`."""
-    overlay = yaml.safe_load(preset.read_text()) or {}
+    """Print `-S key=value` overrides that apply the PRESETS (in order) with `dvc exp run`."""
+    overlay: dict = {}
+    for preset in presets:
+        overlay = merged(overlay, yaml.safe_load(preset.read_text()) or {})
+    names = " + ".join(str(p) for p in presets)
     combined = merged(yaml.safe_load(params.read_text()), overlay)
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / "params.yaml"
@@ -52,10 +55,23 @@ def main(
         try:
             load_all(check)
         except ConfigError as e:
-            raise ConfigError(str(e).replace(str(check), f"{params} + {preset}")) from None
-    # JSON is valid YAML flow syntax, which is what DVC parses the right-hand side of -S with;
-    # keys params.yaml lacks take Hydra's `+key=value` (append) form.
+            raise ConfigError(str(e).replace(str(check), f"{params} + {names}")) from None
     known = {k for k, _ in leaves(yaml.safe_load(params.read_text()))}
-    flags = [f"-S {shlex.quote(('' if k in known else '+') + f'{k}={json.dumps(v)}')}"
-             for k, v in leaves(overlay)]
-    typer.echo(" ".join(flags))
+    typer.echo(" ".join(f"-S {flag}" for flag in override_flags(overlay, known)))
+
+
+def override_flags(overlay: dict, known: set[str]) -> list[str]:
+    """`key=value` per leaf, as compact JSON (valid YAML flow syntax, which DVC parses `-S` values with).
+
+    The line is meant for unquoted `$(ait preset ...)`, where the shell splits words on whitespace and
+    never removes quotes, so no flag may contain whitespace or shell quoting. Keys params.yaml lacks take
+    Hydra's `+key=value` (append) form.
+    """
+    flags = []
+    for key, value in leaves(overlay):
+        flag = ("" if key in known else "+") + f"{key}={json.dumps(value, separators=(',', ':'))}"
+        if any(c.isspace() for c in flag):
+            raise ConfigError(f"{key}: value {value!r} contains whitespace, which `$(ait preset ...)` "
+                              "cannot pass to dvc; set it with a quoted -S by hand")
+        flags.append(flag)
+    return flags

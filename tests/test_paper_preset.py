@@ -54,3 +54,44 @@ def test_solver_vocabulary_and_sizes(paper):
     # keep the 3 task ids it uses (det, insseg, depth), one 2100 x 256 table fewer.
     assert _count(model.solver) == 14_700_963 - 2100 * 256 - 256
     assert model.backbone.out_channels == 1024
+
+
+def _preset_line(*presets: str) -> str:
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    result = CliRunner().invoke(app, ["preset", *presets, "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+PRESETS = [["presets/paper.yaml"], ["presets/paper.yaml", "presets/rehearsal.yaml"]]
+
+
+@pytest.mark.parametrize("presets", PRESETS)
+def test_preset_line_survives_unquoted_shell_expansion(presets):
+    # `dvc exp run $(ait preset ...)`: the shell splits on whitespace and keeps quotes literally.
+    words = _preset_line(*[str(ROOT / p) for p in presets]).split()
+    assert words[::2] == ["-S"] * (len(words) // 2)
+    applied = {}
+    for flag in words[1::2]:
+        key, _, value = flag.lstrip("+").partition("=")
+        applied[key] = yaml.safe_load(value)  # DVC parses -S values as YAML
+    overlay = {}
+    for p in presets:
+        overlay = merged(overlay, yaml.safe_load((ROOT / p).read_text()))
+    from stages.preset import leaves
+    assert applied == dict(leaves(overlay))
+
+
+# What a dress rehearsal may change of the paper configuration: how long and how wide it runs, which
+# data it reads and how much of it is evaluated — never an architecture, a resolution or an optimiser.
+REHEARSAL_KNOBS = ("steps", "batch_size", "num_workers", "log_every", "checkpoint_every", "max_images",
+                   "batch_images", "num_panels")
+
+
+def test_rehearsal_only_cuts_lengths_batches_workers_and_data():
+    from stages.preset import leaves
+    rehearsal = yaml.safe_load((ROOT / "presets/rehearsal.yaml").read_text())
+    changed = [k for k, _ in leaves(rehearsal) if not k.startswith("data.tasks.")]
+    assert changed and all(any(f".{knob}" in k for knob in REHEARSAL_KNOBS) for k in changed), changed
