@@ -23,6 +23,7 @@ from pipeline.models.backbone import BackboneConfig
 from pipeline.models.solver import SolverModelConfig
 from pipeline.models.vqvae import VQVAEConfig
 from pipeline.optim import OptimConfig
+from pipeline.solver.augment import DepthAugmentConfig
 
 T = TypeVar("T")
 
@@ -166,7 +167,7 @@ class DepthTaskConfig:
     tau: float = 0.8  # decode_soft temperature (multiplies the logits)
     soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
     soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
-    color_jitter: float = 0.2  # brightness / contrast / saturation strength (0 = off)
+    augment: DepthAugmentConfig = field(default_factory=DepthAugmentConfig)  # training RGB only (§6.1)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def _head(task: str, cache, tokenizer_dir: Path, cfg):
 def _batches(task: str, cache, cfg, batch: int, workers: int, seed: int) -> Batches:
     m = cache.manifest
     if task == "depth":
-        decode, collate = DepthDecoder(m["views"]["crop_size"], cfg.color_jitter, seed), collate_depth
+        decode, collate = DepthDecoder(m["views"]["crop_size"], cfg.augment, seed), collate_depth
     else:
         ids = [c["id"] for c in m["categories"]]
         decode = InssegDecoder(cfg.image_size, cfg.scale_range, cfg.color_jitter, ids, m["mask_crop_size"], seed)

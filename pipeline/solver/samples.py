@@ -14,7 +14,14 @@ import torch
 
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.runtime import dist_info
-from pipeline.solver.augment import Jitter, color_jitter, depth_view
+from pipeline.solver.augment import (
+    DepthAugmentConfig,
+    Jitter,
+    color_jitter,
+    cut_depth,
+    depth_view,
+    photometric,
+)
 from pipeline.tokenizers.mask_crops import crop_instance_mask
 from pipeline.tokens.read import decode_sample
 
@@ -26,10 +33,14 @@ def _worker_rng(seed: int) -> np.random.Generator:
 
 @dataclass
 class DepthDecoder:
-    """Cached depth sample -> one randomly drawn cached view: image, GT depth and its tokens."""
+    """Cached depth sample -> one randomly drawn cached view: image, GT depth and its tokens.
+
+    The image is (S, S, 3) float32 in [0, 1] after the official RGB augmentation (AiT ref §6.1):
+    CutDepth on the full frame, then the cached view (flip, crop), then the photometric ops.
+    """
 
     crop_size: int
-    color_jitter: float
+    augment: DepthAugmentConfig
     seed: int
     _rng: np.random.Generator | None = field(default=None, repr=False)
 
@@ -38,8 +49,11 @@ class DepthDecoder:
         s = decode_sample(raw)
         v = int(self._rng.integers(len(s["views"])))
         view = s["views"][v]
-        rgb, depth = depth_view(s["rgb"], s["depth"], view["flip"], view["x"], self.crop_size)
-        rgb = color_jitter(rgb.astype(np.float32) / 255.0, self.color_jitter, self._rng)
+        # CutDepth precedes the flip and crop in the official pipeline, so the strip is drawn on the
+        # full frame and may fall partly or wholly outside the view.
+        rgb = cut_depth(s["rgb"].astype(np.float32) / 255.0, s["depth"], self.augment.cutdepth_p, self._rng)
+        rgb, depth = depth_view(rgb, s["depth"], view["flip"], view["x"], self.crop_size)
+        rgb = photometric(rgb, self.augment, self._rng)
         return {"key": s["key"], "image": rgb, "depth": depth, "indices": s["tokens"][v].astype(np.int64)}
 
 
