@@ -141,3 +141,22 @@ def test_layer_ids_cover_every_tiny_backbone_parameter_in_order(tiny):
     ids = [layer_id(n, tiny.depths, prefix="body.") for n, _ in tiny.named_parameters()]
     assert min(ids) == 0 and max(ids) == num_lr_layers(tiny.depths) - 1 == 8
     assert ids == sorted(ids)  # timm registers parameters in forward order
+
+
+def test_grad_checkpointing_gives_the_same_outputs_and_gradients():
+    # Training mode with drop-path on: the recomputed forward must replay the same random draws.
+    cfg = {**TINY, "drop_path_rate": 0.5}
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        backbone = build_backbone(BackboneConfig(**cfg, grad_checkpointing=checkpointing)).train()
+        assert all(s.grad_checkpointing is checkpointing for s in backbone.body.layers)
+        torch.manual_seed(1)
+        out = backbone(_images(2, 3, 64, 64, seed=5))
+        out.square().sum().backward()
+        grads.append((out.detach(), {n: p.grad for n, p in backbone.named_parameters()}))
+    (plain, plain_grads), (ckpt, ckpt_grads) = grads
+    torch.testing.assert_close(ckpt, plain)
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(ckpt_grads[name], grad, msg=name)
