@@ -87,7 +87,8 @@ def test_preset_line_survives_unquoted_shell_expansion(presets):
 # What a dress rehearsal may change of the paper configuration: how long and how wide it runs, which
 # data it reads and how much of it is evaluated — never an architecture, a resolution or an optimiser.
 REHEARSAL_KNOBS = ("steps", "batch_size", "num_workers", "log_every", "checkpoint_every", "max_images",
-                   "batch_images", "num_panels")
+                   "batch_images", "num_panels",
+                   "grad_checkpointing")  # memory only: same outputs and gradients (test_backbone.py)
 
 
 def test_rehearsal_only_cuts_lengths_batches_workers_and_data():
