@@ -308,7 +308,7 @@ def test_decode_objects_hand_built():
     tokens = torch.zeros(1, Q * T, dtype=torch.long)
     objs = tokens.view(1, Q, T)
     objs[0, 0, :5] = torch.tensor([20, 30, 100, 120, VOCAB.class_offset + 2])  # px = token · 64/200
-    objs[0, 1, :5] = torch.tensor([50, 10, 50, 60, VOCAB.class_offset + 0])  # x2 == x1: dropped
+    objs[0, 1, :5] = torch.tensor([50, 10, 50, 60, VOCAB.class_offset + 0])  # x2 == x1: kept, empty mask
     objs[0, 2, :5] = torch.tensor([0, 0, 150, 140, VOCAB.class_offset + 4])
     objs[0, :, 5:] = VOCAB.mask_offset + torch.arange(M) % 16
     logits = torch.zeros(1, Q * T, VOCAB.size)
@@ -318,21 +318,22 @@ def test_decode_objects_hand_built():
     class_logits[2, VOCAB.class_offset + 4] = 100.0  # overwhelming: score -> 1
     class_logits[2, VOCAB.class_offset + 1] = 200.0  # not the chosen class; the score is P(chosen)
     out = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [HW], NORM, soft_decode=False)[0]
-    expected = torch.tensor([[6.4, 9.6, 32.0, 38.4], [0.0, 0.0, 48.0, 44.8]])
+    expected = torch.tensor([[6.4, 9.6, 32.0, 38.4], [16.0, 3.2, 16.0, 19.2], [0.0, 0.0, 48.0, 44.8]])
     torch.testing.assert_close(out["boxes_xyxy"], expected)
-    assert out["labels"].tolist() == [2, 4]
+    assert out["labels"].tolist() == [2, 0, 4]  # one detection per query (ref §5.2)
     e = math.exp(3.0)
     torch.testing.assert_close(out["scores"][0], torch.tensor(e / (e + math.e + 4.0)))  # noise in denominator
-    assert float(out["scores"][1]) < 1e-6
+    assert float(out["scores"][2]) < 1e-6
     maps = tokenizer.decode(torch.arange(M).remainder(16).view(1, 4, 4).expand(2, 4, 4))[:, 0]
-    assert torch.equal(out["masks"], paste_masks(maps, out["boxes_xyxy"], HW))
+    assert not out["masks"][1].any()  # the degenerate box's mask is empty
+    assert torch.equal(out["masks"][[0, 2]], paste_masks(maps, out["boxes_xyxy"][[0, 2]], HW))
     # soft decode of very peaked logits at the same codes gives the same masks
     logits.view(1, Q, T, -1)[0, :, 5:].scatter_(-1, objs[0, :, 5:, None], 1e4)
     soft = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [HW], NORM, soft_decode=True)[0]
     assert torch.equal(soft["masks"], out["masks"])
     half = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [(24, 32)], NORM, scale_factors=[2.0])[0]
     torch.testing.assert_close(half["boxes_xyxy"], out["boxes_xyxy"] / 2)
-    assert half["masks"].shape == (2, 24, 32)
+    assert half["masks"].shape == (3, 24, 32)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -330,8 +330,10 @@ def decode_objects(
 
     box = token·norm/num_bins, divided by the image's scale factor (input frame -> `image_hw` frame,
     default 1); score = softmax over [class logits, noise logit] at the chosen class; masks (n, H, W)
-    bool = decode_soft(τ) (or decode of the tokens) at S x S, pasted into the box at >= 0.5. Boxes with
-    x2 <= x1 or y2 <= y1 are dropped. All num_query slots are returned otherwise (no EOS, ref §4.5).
+    bool = decode_soft(τ) (or decode of the tokens) at S x S, pasted into the box at >= 0.5. Every one of
+    the num_query slots is returned (no EOS, ref §4.5: exactly num_query detections per image, §5.2), a
+    degenerate box (x2 <= x1 or y2 <= y1) as it was generated with an empty mask: the official code keeps
+    those slots too, and COCOeval counts them as false positives (dropping them would inflate AP).
     """
     grid = mask_grid(tokenizer)
     period = tokens_per_object(grid[0] * grid[1])
@@ -344,12 +346,11 @@ def decode_objects(
     results = []
     for b in range(B):
         box = boxes[b] / (1.0 if scale_factors is None else float(scale_factors[b]))
-        keep = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
-        maps = _mask_maps(objects[b, keep], object_logits[b, keep], tokenizer, vocab, grid, soft_decode, tau)
-        masks = paste_masks(maps, box[keep], image_hw[b], PASTE_THRESHOLD)
-        results.append(
-            dict(boxes_xyxy=box[keep], labels=labels[b, keep], scores=scores[b, keep], masks=masks)
-        )
+        valid = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+        maps = _mask_maps(objects[b, valid], object_logits[b, valid], tokenizer, vocab, grid, soft_decode, tau)
+        masks = torch.zeros(num_query, *image_hw[b], dtype=torch.bool, device=box.device)
+        masks[valid] = paste_masks(maps, box[valid], image_hw[b], PASTE_THRESHOLD)
+        results.append(dict(boxes_xyxy=box, labels=labels[b], scores=scores[b], masks=masks))
     return results
 
 
