@@ -27,6 +27,7 @@ import webdataset as wds
 from pipeline import checkpoint
 from pipeline.config import (
     BackboneConfig,
+    ConfigError,
     DepthTaskConfig,
     InssegTaskConfig,
     SolverModelConfig,
@@ -56,6 +57,22 @@ def sequence_length(task: str, manifest: dict, cfg) -> int:
     """Decoder positions of one task: the depth token grid, or num_query × tokens per object."""
     h, w = manifest["tokenizer"]["grid"]
     return h * w if task == "depth" else cfg.num_query * insseg_task.tokens_per_object(h * w)
+
+
+def input_side(task: str, manifest: dict, cfg) -> int:
+    """Side of the square images a task feeds the backbone: the cached depth crop, or the instance input."""
+    return manifest["views"]["crop_size"] if task == "depth" else cfg.image_size
+
+
+def run_backbone(backbone: BackboneConfig, tasks: dict, manifests: dict[str, dict]) -> BackboneConfig:
+    """The backbone config of a run: built for its largest input side (timm fixes each stage's window and
+    shift at build time, so a 640² instance run must not be built for 480²: AiT ref §4.1 shifts all four
+    stages on COCO; depth at 480² has one window, no shift, in stages 3-4)."""
+    if backbone.img_size is not None:
+        raise ConfigError("solver.backbone.img_size: derived from each run's input side (the depth crop, "
+                          "solver.insseg.image_size); remove the key")
+    side = max(input_side(t, manifests[t], cfg) for t, cfg in tasks.items())
+    return dataclasses.replace(backbone, img_size=side)
 
 
 def _head(task: str, cache, tokenizer_dir: Path, cfg):
@@ -115,6 +132,7 @@ def main(
     vocab = Vocab.from_manifests(num_bins, **{t: c.manifest for t, c in opened.items()}, spare_codes=spare)
     length = max(sequence_length(t, opened[t].manifest, tasks[t]) for t in tasks)
     arch = solver_config(model_cfg, length, cfg.parallel)
+    backbone_cfg = run_backbone(backbone_cfg, tasks, {t: c.manifest for t, c in opened.items()})
     model = build_ait(backbone_cfg, arch, vocab)  # same seed on every rank -> same initial weights
     heads = {t: _head(t, opened[t], tokenizers / variants[t], tasks[t]) for t in tasks}
     step = TrainStep(model, heads, cfg.loss_weights, vocab).to(dev)

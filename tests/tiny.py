@@ -29,7 +29,7 @@ def tiny_solver(steps: int, num_query: int) -> dict:
     """A `solver` section small enough to train every run in a few CPU seconds on 48x64 frames."""
     run = {"steps": steps, "log_every": 1, "checkpoint_every": 2, "num_workers": 0}
     return {
-        "backbone": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
+        "backbone": {"window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
                      "num_heads": [1, 1, 2, 2]},
         "model": {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
         "num_bins": 64,

@@ -38,7 +38,9 @@ from torch import Tensor, nn
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str = "swinv2_tiny_window8_256"
-    img_size: int = 256  # sets timm's per-stage window clamping; other input sizes are still accepted
+    # The input side timm builds the per-stage windows and shifts for (other sizes are still accepted).
+    # Derived, not a param: train_solver sets the run's input side (480 depth crops, 640 instances).
+    img_size: int | None = None
     window_size: int | None = None  # None keeps the variant's default
     patch_size: int | None = None  # None keeps the variant's 4; 2 halves the output stride (small inputs)
     embed_dim: int | None = None
@@ -103,7 +105,7 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
         pretrained=cfg.pretrained,
         features_only=False,
         num_classes=0,  # the classifier head is unused: no parameters for it
-        img_size=cfg.img_size,
+        **({} if cfg.img_size is None else {"img_size": cfg.img_size}),
         strict_img_size=False,  # accept any size; timm pads each stage to its window (see module doc)
         drop_path_rate=cfg.drop_path_rate,
         **overrides,
