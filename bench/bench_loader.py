@@ -11,6 +11,8 @@ repeat, one untimed warm-up repeat, median and best of `--repeats`. Also:
   16-bit PNG decode, tokens + views decode, augmentation (the `DepthDecoder` call minus its
   `decode_sample`), collation; and per pipeline/ function by cProfile (cumulative: nested ones overlap),
   for instances too;
+- `device_augment`: ms per sample of the photometric ops the training step applies on --device to the
+  uint8 batch (`augment_depth`, `color_jitter`), at the paper's per-GPU batch;
 - `insseg_gpu_path`: what `InssegHead.loss` does on --device besides the model, per batch of the paper's
   per-GPU size: fallback encodes in `targets` (boxes LSJ truncated), all-zero-mask encodes, duplicate-box
   crops (`crop_from_original`, host) and encodes, timed by wrapping `head.encode_crops` and
@@ -45,6 +47,7 @@ from _paper import DATA, ROOT, PaperData, median, paper_data, sync
 
 from pipeline.runtime import pick_device
 from pipeline.solver import steps
+from pipeline.solver.augment import augment_depth, color_jitter
 from pipeline.solver.samples import InssegDecoder
 from pipeline.tokens.read import decode_sample
 from pipeline.vocab import Vocab
@@ -108,20 +111,21 @@ def depth_breakdown(data: PaperData, repeats: int) -> dict:
 class _Probe:
     """Times one InssegHead's `encode_crops` by call site, and `crop_from_original`.
 
-    Sites follow `InssegHead.loss`'s order: encodes inside `targets` are the fallback, the next one is
-    the all-zero mask (its input is checked), the rest are the duplicates of `build_sequences`.
+    Sites: encodes inside `targets` are the fallback, inside `zero_mask` the all-zero mask (its input is
+    checked; the head caches its codes, so after the warm-up batch none is expected), the rest are the
+    duplicates of `build_sequences`.
     """
 
     def __init__(self, head, device: torch.device) -> None:
         self.device, self.phase, self.zero_input_is_zero = device, "duplicates", True
-        self.encode, self.targets, self.crop = head.encode_crops, head.targets, steps.crop_from_original
+        self.encode, self.crop = head.encode_crops, steps.crop_from_original
+        self.targets, self.zero = head.targets, head.zero_mask
         self.seconds, self.crops = defaultdict(float), defaultdict(int)
 
     def encode_crops(self, crops: list, device):
         site = self.phase
         if site == "zero_mask":
             self.zero_input_is_zero &= len(crops) == 1 and not crops[0].any()
-            self.phase = "duplicates"
         start = time.perf_counter()
         out = self.encode(crops, device)
         sync(self.device)
@@ -130,12 +134,18 @@ class _Probe:
         self.crops[f"{site}_calls"] += 1
         return out
 
-    def targets_(self, batch, device):
-        self.phase = "fallback"
+    def _in(self, phase: str, fn, *args):
+        self.phase = phase
         try:
-            return self.targets(batch, device)
+            return fn(*args)
         finally:
-            self.phase = "zero_mask"
+            self.phase = "duplicates"
+
+    def targets_(self, batch, device):
+        return self._in("fallback", self.targets, batch, device)
+
+    def zero_mask_(self, device):
+        return self._in("zero_mask", self.zero, device)
 
     def crop_from_original(self, *args):
         start = time.perf_counter()
@@ -157,7 +167,7 @@ def insseg_gpu_path(data: PaperData, device: torch.device, batch: int, batches: 
         return torch.zeros(images.shape[0], tokens_in.shape[1] + 1, vocab.size, device=device)
 
     probe, it, generator = _Probe(head, device), data.loader("insseg", batch, seed=0), torch.Generator()
-    head.encode_crops, head.targets = probe.encode_crops, probe.targets_
+    head.encode_crops, head.targets, head.zero_mask = probe.encode_crops, probe.targets_, probe.zero_mask_
     per_batch, objects, images = [], 0, 0
     with mock.patch.object(steps, "crop_from_original", probe.crop_from_original):
         for i in range(batches + 1):  # the first batch warms up
@@ -181,6 +191,24 @@ def insseg_gpu_path(data: PaperData, device: torch.device, batch: int, batches: 
             "fallback_fraction": round(probe.crops["fallback"] / max(objects, 1), 4)}
 
 
+def device_augment(data: PaperData, device: torch.device, batch: dict[str, int], repeats: int) -> dict:
+    """ms per sample of the photometric ops the step applies on --device (moved out of the workers):
+    `augment_depth` and `color_jitter` on one collated batch of the paper's per-GPU size."""
+    out = {}
+    for task, fn in (("depth", lambda b: augment_depth(b["images"], b["depth"], b["augment"])),
+                     ("insseg", lambda b: color_jitter(b["images"], b["color"]))):
+        b = next(data.loader(task, batch[task], seed=0))
+        b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up
+            start = time.perf_counter()
+            fn(b)
+            sync(device)
+            times.append(1e3 * (time.perf_counter() - start) / batch[task])
+        out[task] = {"batch": batch[task], "ms_per_sample": round(median(times[1:]), 3)}
+    return out
+
+
 def _where(fn, needle: str) -> str:
     """`path:line` of the first source line of `fn` that contains `needle`."""
     lines, first = inspect.getsourcelines(fn)
@@ -193,7 +221,7 @@ def cache_facts(probe: dict) -> dict:
     return {
         "zero_mask_token_encoded_every_step": zero >= 1 and probe["zero_mask_input_all_zero"],
         "zero_mask_encodes_per_batch": zero,
-        "zero_mask_site": _where(steps.InssegHead.loss, "np.zeros"),
+        "zero_mask_site": _where(steps.InssegHead.zero_mask, "np.zeros"),
         "insseg_fallback_encodes_site": _where(steps.InssegHead.targets, "encode_crops(missing"),
         "duplicate_crops_on_host_site": _where(steps.InssegHead.loss, "crop_from_original("),
         "depth_head_encodes": "no: DepthHead.loss reads the cached view tokens; the tokenizer runs only "
@@ -246,6 +274,7 @@ def main() -> None:
         insseg_raws = _raw_samples(data, "insseg")[: args.samples]
         report["insseg_by_function_ms_per_sample"] = _profile(data.decoder("insseg")[0], insseg_raws, 1)
         torch.set_num_threads(threads)
+        report["device_augment"] = device_augment(data, device, batch, args.repeats)
         report["insseg_gpu_path"] = insseg_gpu_path(data, device, batch["insseg"], args.insseg_batches)
         report["gpu_path_recomputes_cache"] = cache_facts(report["insseg_gpu_path"])
         consume = consume_rates(data, device, args.train_json)

@@ -1,12 +1,17 @@
 """Image augmentation of the task-solver, consistent with what the token caches hold.
 
+Geometry runs in the DataLoader workers (it decides which cached tokens are exact); the photometric
+ops are drawn there too (one small row per image, from the worker's generator) but applied batched on
+the training device, to uint8 images that cost the loader no float work and the host-to-device copy a
+quarter of the bytes.
+
 - depth (AiT ref §6.1): a horizontal flip of the full frame and a crop of columns [x, x + S) over all
   rows, exactly the views the cache tokenised; the solver draws one of the CACHED views, so with a
   coarse `cache.depth.crop_stride` the crop offsets are snapped to that grid (stride 1 is exact).
   On the RGB only (the depth target and its cached tokens are never touched), in the official order:
-  GLPDepth's vertical CutDepth on the full frame (`cut_depth`), then the view, then albumentations'
+  GLPDepth's vertical CutDepth on the full frame, then the view, then albumentations'
   RandomBrightnessContrast, RandomGamma and HueSaturationValue, each firing with its own p
-  (`photometric`, knobs in `DepthAugmentConfig`);
+  (`draw_depth` in the worker, `augment_depth` on the device; knobs in `DepthAugmentConfig`);
 - instances (§6.2): large-scale jitter — resize by s ~ U(scale_range) keeping the aspect, flip,
   then a random S×S window (zero-padded bottom/right when the image is smaller). A mask in box
   coordinates does not change under scaling or translation, so cached mask tokens stay exact unless
@@ -22,10 +27,9 @@ Deliberate deviations from the official depth recipe:
   of each worker process, so the rate does not depend on the number of workers;
 - the photometric ops work on float RGB in [0, 1], not on uint8, so nothing is rounded between them
   and hue is continuous (OpenCV's uint8 hue has 2° steps); their parameters are albumentations'
-  uint8 ones mapped exactly to that scale (see `photometric`).
+  uint8 ones mapped exactly to that scale (see `augment_depth`).
 
-Randomness comes only from an explicit `np.random.Generator`; the depth photometric ops run on a
-CPU float tensor with torchvision's functional API where it has the same semantics.
+Randomness comes only from an explicit `np.random.Generator`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from pipeline.metrics.depth import MAX_DEPTH
@@ -56,71 +59,95 @@ class DepthAugmentConfig:
     cutdepth_p: float = 0.25  # GLPDepth vertical CutDepth (official: every 4th call per worker)
 
 
-def color_jitter(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1] -> jittered copy (brightness, contrast, saturation), clipped (insseg)."""
-    if strength <= 0:
-        return rgb
-    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
-    out = rgb * b
-    out = (out - out.mean()) * c + out.mean()
-    gray = out.mean(axis=2, keepdims=True)
-    out = (out - gray) * s + gray
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+# Per-sample draws of the depth photometric augmentation, one float32 row per image (`draw_depth`),
+# applied batched on the training device by `augment_depth`: the loader ships the uint8 view, and the
+# float work (4 ops over S² pixels) runs where the model does instead of in every DataLoader worker.
+CUT_LO, CUT_HI, BC_ON, GAIN, SHIFT, GAMMA_ON, GAMMA, HSV_ON, HUE, SAT, VAL = range(11)
+DEPTH_DRAW_SIZE = 11
 
 
-def cut_depth(rgb: np.ndarray, depth: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """GLPDepth's vertical CutDepth: with probability p, a copy of the (H, W, 3) float RGB whose
-    full-height strip of columns [l, l + w) holds clip(depth / 10 m, 0, 1) in all three channels.
+def draw_depth(cfg: DepthAugmentConfig, frame_width: int, flip: int, x: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """The augmentation of one depth view as a (DEPTH_DRAW_SIZE,) float32 row, drawn in the official
+    order (CutDepth on the full frame, then brightness/contrast, gamma, HSV; AiT ref §6.1).
 
-    `depth` is (H, W) metres and is not modified. Draws: one coin U(0, 1) < p, then α, β ~ U(0, 1);
-    l = ⌊α·W⌋ and w = max(⌊(W − α·W)·β·0.75⌋, 1), as the official code (AiT ref §6.1).
+    CutDepth: one coin U(0, 1) < cutdepth_p, then α, β ~ U(0, 1); on the full frame of width W the strip
+    is columns [l, l + w), l = ⌊α·W⌋, w = max(⌊(W − α·W)·β·0.75⌋, 1), as the official code; it precedes
+    the flip and crop, so it is stored as the columns [CUT_LO, CUT_HI) of the view (possibly empty).
+    Photometric: three coins < p_photometric, then gain and shift ~ U(±brightness_contrast), the
+    exponent ~ U(gamma), and the HSV shifts U(±hue)/180 turns, U(±saturation)/255, U(±value)/255,
+    each drawn only when its coin fired and its limits are not the identity.
     """
-    if p <= 0 or rng.random() >= p:
-        return rgb
-    width = rgb.shape[1]
-    alpha, beta = rng.random(2)
-    left = int(alpha * width)
-    strip = max(int((width - alpha * width) * beta * 0.75), 1)
-    out = rgb.copy()
-    # Deviation: depth scaled by the 10 m cap, not mm wrapped mod 256 in uint8 (see the module docstring).
-    out[:, left : left + strip] = np.clip(depth[:, left : left + strip] / MAX_DEPTH, 0.0, 1.0)[..., None]
-    return out
+    row = np.zeros(DEPTH_DRAW_SIZE, np.float32)
+    row[GAMMA] = 1.0
+    if cfg.cutdepth_p > 0 and rng.random() < cfg.cutdepth_p:
+        alpha, beta = rng.random(2)
+        left = int(alpha * frame_width)
+        right = left + max(int((frame_width - alpha * frame_width) * beta * 0.75), 1)
+        if flip:
+            left, right = frame_width - right, frame_width - left
+        row[[CUT_LO, CUT_HI]] = left - x, right - x
+    fire = rng.random(3) < cfg.p_photometric
+    if fire[0] and cfg.brightness_contrast > 0:
+        row[[BC_ON, GAIN, SHIFT]] = 1.0, *rng.uniform(-cfg.brightness_contrast, cfg.brightness_contrast, 2)
+    if fire[1] and cfg.gamma != (1.0, 1.0):
+        row[[GAMMA_ON, GAMMA]] = 1.0, rng.uniform(*cfg.gamma)
+    if fire[2] and (cfg.hue > 0 or cfg.saturation > 0 or cfg.value > 0):
+        shifts = rng.uniform(-1.0, 1.0, 3) * np.array([cfg.hue / 180, cfg.saturation / 255, cfg.value / 255])
+        row[[HSV_ON, HUE, SAT, VAL]] = 1.0, *shifts
+    return row
 
 
-def photometric(rgb: np.ndarray, cfg: DepthAugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1] -> a copy after albumentations' RandomBrightnessContrast,
-    RandomGamma and HueSaturationValue in that order, each applied with probability cfg.p_photometric.
+def augment_depth(images: torch.Tensor, depth: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) uint8 views, (B, 1, S, S) depth in metres, (B, DEPTH_DRAW_SIZE) draws ->
+    (B, 3, S, S) float in [0, 1]: CutDepth, then albumentations' RandomBrightnessContrast, RandomGamma
+    and HueSaturationValue, each only on the images whose row says it fired.
 
     The mapping from albumentations' uint8 defaults to float [0, 1]:
-    - brightness/contrast: its uint8 LUT is clip(x·α + β·255) with α = 1 + U(±c), β = U(±b): a gain
-      about 0 and an additive shift (not torchvision's blend with the grey mean), so here clip(x·α + β);
-    - gamma: x ** g with g ~ U(gamma), exactly torchvision's adjust_gamma on floats;
-    - HSV: OpenCV's uint8 HSV has H in [0, 180) and S, V in [0, 255]; albumentations adds the three
-      shifts (H modulo 180, S and V clipped), so here H += U(±hue)/180 of a turn (torchvision's
-      adjust_hue units, ±20 -> ±40°), S += U(±saturation)/255 and V += U(±value)/255, clipped.
-    An op whose limits make it the identity (0, or gamma (1, 1)) draws nothing beyond its coin.
+    - CutDepth writes clip(depth / 10 m, 0, 1) into all three channels of the strip (holes stay 0;
+      the official mm-in-uint8 wrap is not copied, see the module docstring);
+    - brightness/contrast: its uint8 LUT is clip(x·α + β·255) with α = 1 + gain, β = shift: a gain
+      about 0 and an additive shift (not torchvision's blend with the grey mean), so clip(x·α + β);
+    - gamma: x ** g, torchvision's adjust_gamma on floats;
+    - HSV: OpenCV's uint8 HSV has H in [0, 180) and S, V in [0, 255]; albumentations adds the shifts
+      (H modulo 180, S and V clipped), so H moves by the drawn turns and S, V are shifted and clipped.
     """
-    fire = rng.random(3) < cfg.p_photometric
-    if not fire.any():
-        return rgb
-    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)  # (3, H, W)
-    if fire[0] and cfg.brightness_contrast > 0:
-        gain, shift = rng.uniform(-cfg.brightness_contrast, cfg.brightness_contrast, size=2)
-        x = (x * (1.0 + float(gain)) + float(shift)).clamp(0.0, 1.0)
-    if fire[1] and cfg.gamma != (1.0, 1.0):
-        x = TF.adjust_gamma(x, float(rng.uniform(*cfg.gamma)))
-    if fire[2] and (cfg.hue > 0 or cfg.saturation > 0 or cfg.value > 0):
-        dh, ds, dv = rng.uniform(-1.0, 1.0, size=3) * np.array([cfg.hue, cfg.saturation, cfg.value])
-        x = shift_hsv(x, float(dh) / 180.0, float(ds) / 255.0, float(dv) / 255.0)
-    return np.ascontiguousarray(x.permute(1, 2, 0).numpy(), dtype=np.float32)
+    d = draws.to(device=images.device, dtype=torch.float32)[:, :, None, None, None].unbind(1)
+    x = images.float() / 255.0
+    cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.float32)
+    strip = (cols >= d[CUT_LO]) & (cols < d[CUT_HI])  # (B, 1, 1, S)
+    x = torch.where(strip, (depth.float() / MAX_DEPTH).clamp(0.0, 1.0), x)
+    x = torch.where(d[BC_ON] > 0, (x * (1.0 + d[GAIN]) + d[SHIFT]).clamp(0.0, 1.0), x)
+    x = torch.where(d[GAMMA_ON] > 0, x.pow(d[GAMMA]), x)
+    hsv = shift_hsv(x, d[HUE][:, 0], d[SAT][:, 0], d[VAL][:, 0])
+    return torch.where(d[HSV_ON] > 0, hsv, x)
 
 
-def shift_hsv(image: torch.Tensor, hue: float, saturation: float, value: float) -> torch.Tensor:
-    """(3, H, W) float RGB in [0, 1] -> the same with H += hue (turns, modulo 1) and S += saturation,
-    V += value (clipped to [0, 1]) in HSV; with only a hue shift it equals torchvision's adjust_hue."""
-    r, g, b = image
-    v = image.amax(0)
-    chroma = v - image.amin(0)
+def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) uint8, (B, 3) brightness/contrast/saturation factors -> float in [0, 1] (insseg):
+    scale by b, stretch about the image mean by c, blend each pixel with its grey by s, clip."""
+    b, c, s = factors.to(device=images.device, dtype=torch.float32)[:, :, None, None, None].unbind(1)
+    x = images.float() / 255.0 * b
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    gray = x.mean(dim=1, keepdim=True)
+    return ((x - gray) * s + gray).clamp(0.0, 1.0)
+
+
+def draw_color_jitter(strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast and saturation factors in [1 − strength, 1 + strength] (ones when off)."""
+    if strength <= 0:
+        return np.ones(3, np.float32)
+    return rng.uniform(1 - strength, 1 + strength, size=3).astype(np.float32)
+
+
+def shift_hsv(image: torch.Tensor, hue, saturation, value) -> torch.Tensor:
+    """(..., 3, H, W) float RGB in [0, 1] -> the same with H += hue (turns, modulo 1) and S += saturation,
+    V += value (clipped to [0, 1]) in HSV; with only a hue shift it equals torchvision's adjust_hue.
+    The shifts are floats or tensors broadcastable to (..., H, W)."""
+    r, g, b = image.unbind(-3)
+    v = image.amax(-3)
+    chroma = v - image.amin(-3)
     safe = chroma.clamp_min(1e-12)
     # Hexcone hue in sixths of a turn; grey pixels (chroma 0) get hue 0 and saturation 0, as OpenCV.
     h = torch.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
@@ -131,8 +158,9 @@ def shift_hsv(image: torch.Tensor, hue: float, saturation: float, value: float) 
     s = (s + saturation).clamp(0.0, 1.0)
     v = (v + value).clamp(0.0, 1.0)
     # HSV -> RGB: v − v·s·clip(min(k, 4 − k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B.
-    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1) + 6.0 * h, 6.0)
-    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+    n = torch.tensor([5.0, 3.0, 1.0], device=image.device).view(3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(-3), 6.0)
+    return v.unsqueeze(-3) - (v * s).unsqueeze(-3) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
 def depth_view(rgb: np.ndarray, depth: np.ndarray, flip: int, x: int, size: int):
@@ -165,14 +193,25 @@ class Jitter:
         return Jitter(scale, bool(rng.random() < 0.5), x0, y0, size, (rh, rw))
 
     def image(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (S, S, 3) float32 in [0, 1]: resize, flip, window, zero-pad."""
+        """(H, W, 3) uint8 -> (S, S, 3) uint8: resize, flip, window, zero-pad (bottom/right).
+
+        Only the source region under the window is resampled (PIL's `box`, with the full resize's
+        scale and filter support, so the pixels are those of resizing the whole frame and cropping, up
+        to rounding: at most 2 of 255 on about 0.2 % of values): at scale 3 a full resize produced up
+        to 9 times the pixels the window keeps.
+        """
         rh, rw = self.resized_hw
-        resized = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.BILINEAR), dtype=np.float32) / 255.0
-        if self.flip:
-            resized = resized[:, ::-1]
-        out = np.zeros((self.size, self.size, 3), np.float32)
-        window = resized[self.y0 : self.y0 + self.size, self.x0 : self.x0 + self.size]
-        out[: window.shape[0], : window.shape[1]] = window
+        h, w = rgb.shape[:2]
+        top, bottom = self.y0, min(self.y0 + self.size, rh)
+        left, right = self.x0, min(self.x0 + self.size, rw)
+        if self.flip:  # the window's columns in the unflipped resized frame
+            left, right = rw - right, rw - left
+        sx, sy = w / rw, h / rh
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+        size = (right - left, bottom - top)
+        window = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR, box=box))
+        out = np.zeros((self.size, self.size, 3), np.uint8)
+        out[: bottom - top, : right - left] = window[:, ::-1] if self.flip else window
         return out
 
     def boxes(self, xyxy: np.ndarray) -> np.ndarray:

@@ -14,14 +14,7 @@ import torch
 
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.runtime import dist_info
-from pipeline.solver.augment import (
-    DepthAugmentConfig,
-    Jitter,
-    color_jitter,
-    cut_depth,
-    depth_view,
-    photometric,
-)
+from pipeline.solver.augment import DepthAugmentConfig, Jitter, depth_view, draw_color_jitter, draw_depth
 from pipeline.tokenizers.mask_crops import crop_instance_mask
 from pipeline.tokens.read import decode_sample
 
@@ -33,10 +26,11 @@ def _worker_rng(seed: int) -> np.random.Generator:
 
 @dataclass
 class DepthDecoder:
-    """Cached depth sample -> one randomly drawn cached view: image, GT depth and its tokens.
+    """Cached depth sample -> one randomly drawn cached view: image, GT depth, its tokens and the
+    drawn RGB augmentation (AiT ref §6.1).
 
-    The image is (S, S, 3) float32 in [0, 1] after the official RGB augmentation (AiT ref §6.1):
-    CutDepth on the full frame, then the cached view (flip, crop), then the photometric ops.
+    The image is the (S, S, 3) uint8 view; `augment` is its `draw_depth` row, applied on the training
+    device by `augment_depth` (CutDepth on the full frame, then the view, then the photometric ops).
     """
 
     crop_size: int
@@ -48,28 +42,29 @@ class DepthDecoder:
         self._rng = self._rng or _worker_rng(self.seed)
         s = decode_sample(raw)
         v = int(self._rng.integers(len(s["views"])))
-        view = s["views"][v]
-        # CutDepth precedes the flip and crop in the official pipeline, so the strip is drawn on the
-        # full frame and may fall partly or wholly outside the view.
-        rgb = cut_depth(s["rgb"].astype(np.float32) / 255.0, s["depth"], self.augment.cutdepth_p, self._rng)
-        rgb, depth = depth_view(rgb, s["depth"], view["flip"], view["x"], self.crop_size)
-        rgb = photometric(rgb, self.augment, self._rng)
-        return {"key": s["key"], "image": rgb, "depth": depth, "indices": s["tokens"][v].astype(np.int64)}
+        flip, x = s["views"][v]["flip"], s["views"][v]["x"]
+        rgb, depth = depth_view(s["rgb"], s["depth"], flip, x, self.crop_size)
+        draws = draw_depth(self.augment, s["rgb"].shape[1], flip, x, self._rng)
+        return {"key": s["key"], "image": rgb, "depth": depth, "indices": s["tokens"][v].astype(np.int64),
+                "augment": draws}
 
 
 def collate_depth(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack depth examples: images (B, 3, S, S), depth (B, 1, S, S) metres, indices (B, h, w)."""
+    """Stack depth examples: images (B, 3, S, S) uint8, depth (B, 1, S, S) metres, indices (B, h, w),
+    augment (B, DEPTH_DRAW_SIZE) draws for `augment_depth`."""
     return {
         "keys": [s["key"] for s in samples],
         "images": torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).contiguous(),
         "depth": torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None],
         "indices": torch.from_numpy(np.stack([s["indices"] for s in samples])),
+        "augment": torch.from_numpy(np.stack([s["augment"] for s in samples])),
     }
 
 
 @dataclass
 class InssegDecoder:
-    """Cached instance sample -> a large-scale-jittered image with its objects.
+    """Cached instance sample -> a large-scale-jittered uint8 image with its objects and its drawn
+    `color_jitter` factors (applied on the training device).
 
     Per object (non-crowd, tokenised in the cache): the box in the augmented frame (clipped), its
     class index, the cached mask tokens when they are exact (box not truncated by the window) or
@@ -91,7 +86,7 @@ class InssegDecoder:
         ann = s["annotations"]
         h, w = ann["height"], ann["width"]
         jitter = Jitter.draw((h, w), self.image_size, self.scale_range, self._rng)
-        image = color_jitter(jitter.image(s["image"]), self.color_jitter, self._rng)
+        image, color = jitter.image(s["image"]), draw_color_jitter(self.color_jitter, self._rng)
         index = {a: i for i, a in enumerate(ann["ann_ids"])}
         rows = [index[a] for a in ann["token_ann_ids"]]
         xywh = np.array([ann["boxes"][i] for i in rows], dtype=np.float64).reshape(-1, 4)
@@ -108,7 +103,8 @@ class InssegDecoder:
             objects.append({"box": clipped[j].astype(np.float32),
                             "label": self.category_ids.index(ann["category_ids"][rows[j]]),
                             "indices": cached[j] if exact[j] else None, "crop": crop, "mask": j})
-        return {"key": s["key"], "image": image, "objects": objects, "masks": masks, "jitter": jitter}
+        return {"key": s["key"], "image": image, "color": color, "objects": objects, "masks": masks,
+                "jitter": jitter}
 
 
 def crop_from_original(mask: np.ndarray, box_aug: np.ndarray, jitter: Jitter, size: int) -> np.ndarray:
@@ -121,10 +117,12 @@ def crop_from_original(mask: np.ndarray, box_aug: np.ndarray, jitter: Jitter, si
 
 
 def collate_insseg(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images (B, 3, S, S); keep the ragged per-image objects as lists."""
+    """Stack images (B, 3, S, S) uint8 and colour factors (B, 3); keep the ragged per-image objects
+    as lists."""
     return {
         "keys": [s["key"] for s in samples],
         "images": torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).contiguous(),
+        "color": torch.from_numpy(np.stack([s["color"] for s in samples])),
         "objects": [s["objects"] for s in samples],
         "masks": [s["masks"] for s in samples],
         "jitters": [s["jitter"] for s in samples],

@@ -12,7 +12,7 @@ boxes of the noise objects (AiT ref §7.1). `parts["fallback_fraction"]` reports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pipeline.config import DepthTaskConfig, InssegTaskConfig
 from pipeline.models.ait import AiT
 from pipeline.models.vqvae import VQVAE
+from pipeline.solver.augment import augment_depth, color_jitter
 from pipeline.solver.samples import crop_from_original
 from pipeline.tasks import depth as depth_task
 from pipeline.tasks import insseg as insseg_task
@@ -43,7 +44,8 @@ class DepthHead:
     def loss(self, model: AiT, batch: dict, vocab: Vocab, device: torch.device,
              generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         tokens_in, targets = depth_task.depth_sequence(batch["indices"].to(device), vocab)
-        logits = model(batch["images"].to(device), depth_task.TASK_ID, tokens_in)
+        images = augment_depth(batch["images"].to(device), batch["depth"].to(device), batch["augment"])
+        logits = model(images, depth_task.TASK_ID, tokens_in)
         aux = self.cfg.aux_weight > 0
         return depth_task.depth_loss(logits, targets, vocab=vocab, tokenizer=self.tokenizer if aux else None,
                                      gt_depth=batch["depth"].to(device) if aux else None,
@@ -55,6 +57,7 @@ class InssegHead:
     tokenizer: VQVAE
     cfg: InssegTaskConfig
     mask_size: int
+    _zero: Tensor | None = field(default=None, repr=False)
 
     @torch.no_grad()
     def encode_crops(self, crops: list[np.ndarray], device: torch.device) -> Tensor:
@@ -63,6 +66,14 @@ class InssegHead:
             return torch.zeros(0, self.grid_tokens, dtype=torch.long, device=device)
         x = torch.from_numpy(np.stack(crops)).float()[:, None].to(device)
         return self.tokenizer.encode(x).flatten(1)
+
+    def zero_mask(self, device: torch.device) -> Tensor:
+        """The codes of the all-zero mask (padding and noise objects' targets), encoded once per device:
+        the tokenizer is frozen, so they never change."""
+        if self._zero is None or self._zero.device != device:
+            blank = np.zeros((self.mask_size, self.mask_size), np.float32)
+            self._zero = self.encode_crops([blank], device)[0]
+        return self._zero
 
     @property
     def grid_tokens(self) -> int:
@@ -91,7 +102,7 @@ class InssegHead:
     def loss(self, model: AiT, batch: dict, vocab: Vocab, device: torch.device,
              generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         targets, crops, fallback = self.targets(batch, device)
-        zero = self.encode_crops([np.zeros((self.mask_size, self.mask_size), np.float32)], device)[0]
+        zero = self.zero_mask(device)
 
         def duplicates(b: int, sources: Tensor, boxes: Tensor) -> Tensor:
             # Jittered duplicates: crop the GT mask at the jittered box (not cacheable, ref §7.1).
@@ -102,7 +113,8 @@ class InssegHead:
 
         seq = insseg_task.build_sequences(targets, vocab, self.cfg.num_query, generator, duplicates, zero,
                                           mask_weight=self.cfg.mask_weight, order=self.cfg.order)
-        logits = model(batch["images"].to(device), insseg_task.TASK_ID, seq.tokens_in)
+        images = color_jitter(batch["images"].to(device), batch["color"])
+        logits = model(images, insseg_task.TASK_ID, seq.tokens_in)
         aux = self.cfg.aux_weight > 0
         loss, parts = insseg_task.insseg_loss(
             logits, seq, vocab=vocab, tokenizer=self.tokenizer if aux else None,
