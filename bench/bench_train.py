@@ -23,9 +23,10 @@ On CUDA, MFU against the bf16 dense peak (table below or --peak-tflops). And
 images, to compare with bench_loader.py without a GPU. A CUDA sync closes every step (exact split).
 Each run's JSON also goes to stderr as soon as it is done.
 
-Batch per process: 1 per task on CPU; on CUDA the paper's global batch / g, with g the largest divisor
-of every task's global batch that is <= --gpus (default 8): depth 24/8 = 3, insseg 16/8 = 2, joint
-60+4 over g = 4 -> 15 + 1 (the paper ran joint at 1 image per GPU on 64 GPUs). --batch N overrides.
+Batch per process: 1 per task on CPU; on CUDA rank 0's share when train-solver deals the paper's global
+batch over --gpus ranks (default 8; pipeline/solver/shares.py): depth 24/8 = 3, insseg 16/8 = 2, joint
+4 NYU + 60 COCO -> 1 + 7 (ranks 4-7 get 0 + 8). --batch N overrides. The task losses are weighted by
+their share of the step's images, as the stage does.
 
     .venv/bin/python bench/bench_train.py --device cpu --runs depth --steps 2 --warmup 1
     .venv/bin/python bench/bench_train.py --device cpu --runs insseg,joint --grad-checkpointing
@@ -62,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.runtime import autocast_ctx, dist_info, init_distributed, pick_device, seed_everything, wrap_ddp
+from pipeline.solver.shares import rank_batches, rank_loss_weights
 from pipeline.solver.steps import TrainStep
 from pipeline.solver.train import fit
 from pipeline.vocab import Vocab
@@ -91,9 +93,10 @@ def device_peak(device: torch.device, override: float | None) -> tuple[float | N
 
 
 def per_process_batch(global_batch: dict[str, int], gpus: int) -> tuple[dict[str, int], int]:
-    """The paper's global batch split over the largest g <= gpus dividing every task's batch."""
-    g = max(d for d in range(1, gpus + 1) if all(b % d == 0 for b in global_batch.values()))
-    return {t: b // g for t, b in global_batch.items()}, g
+    """Rank 0's images per task when the paper's global batch is dealt over `gpus` ranks (as train-solver
+    does: pipeline/solver/shares.py); tasks it gets none of are left out."""
+    local = rank_batches(global_batch, 0, gpus)
+    return {t: n for t, n in local.items() if n}, gpus
 
 
 def build_run(data: PaperData, run: str, device: torch.device):
@@ -105,7 +108,8 @@ def build_run(data: PaperData, run: str, device: torch.device):
     length = max(sequence_length(t, manifests[t], data.task_cfg(t)) for t in cfg.tasks)
     backbone = run_backbone(solver.backbone, {t: data.task_cfg(t) for t in cfg.tasks}, manifests)
     model = build_ait(backbone, solver_config(solver.model, length, cfg.parallel), vocab)
-    step = TrainStep(model, {t: data.head(t) for t in cfg.tasks}, cfg.loss_weights, vocab).to(device)
+    weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, 0, 1)  # the whole step's task shares
+    step = TrainStep(model, {t: data.head(t) for t in cfg.tasks}, weights, vocab).to(device)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.layer_decay),
                                 cfg.optim)
     return step, model, optimizer, build_scheduler(optimizer, cfg.optim, cfg.steps), cfg
@@ -161,7 +165,7 @@ def bench_run(data: PaperData, run: str, device: torch.device, args, peak: float
     if device.type == "cpu" or args.batch:
         batch = {t: args.batch or 1 for t in cfg.tasks}
     images = sum(batch.values())
-    loaders = {t: Timed(data.loader(t, batch[t], seed=0, workers=args.workers)) for t in cfg.tasks}
+    loaders = {t: Timed(data.loader(t, n, seed=0, workers=args.workers)) for t, n in batch.items()}
     generator, ends = torch.Generator().manual_seed(0), []
 
     def log(_step: int, _values: dict) -> None:

@@ -41,6 +41,7 @@ from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.runtime import destroy_distributed, init_distributed, pick_device, seed_everything, wrap_ddp
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
+from pipeline.solver.shares import rank_batches, rank_loss_weights
 from pipeline.solver.steps import DepthHead, InssegHead, TrainStep
 from pipeline.solver.train import Batches, fit, load_state, save_state
 from pipeline.tasks import insseg as insseg_task
@@ -135,7 +136,8 @@ def main(
     backbone_cfg = run_backbone(backbone_cfg, tasks, {t: c.manifest for t, c in opened.items()})
     model = build_ait(backbone_cfg, arch, vocab)  # same seed on every rank -> same initial weights
     heads = {t: _head(t, opened[t], tokenizers / variants[t], tasks[t]) for t in tasks}
-    step = TrainStep(model, heads, cfg.loss_weights, vocab).to(dev)
+    weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, info.rank, info.world_size)
+    step = TrainStep(model, heads, weights, vocab).to(dev)
     net = wrap_ddp(step, info, dev)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.layer_decay),
                                 cfg.optim)
@@ -146,13 +148,9 @@ def main(
          dataclasses.asdict(backbone_cfg), dataclasses.asdict(vocab), seed, info.world_size,
          {t: c.tokenizer_hash for t, c in opened.items()}], sort_keys=True, default=str).encode()).hexdigest()
     start = load_state(state_dir, fingerprint, model, optimizer, scheduler, generator)
-    batches = {}
-    for t in tasks:
-        if cfg.batch_size[t] % info.world_size:
-            raise DataError(f"solver.runs.{run}.batch_size.{t} {cfg.batch_size[t]} is not divisible by "
-                            f"{info.world_size} processes")
-        batches[t] = _batches(t, opened[t], tasks[t], cfg.batch_size[t] // info.world_size,
-                              cfg.num_workers, seed + 7919 * (start + 1))
+    local = rank_batches(cfg.batch_size, info.rank, info.world_size)
+    batches = {t: _batches(t, opened[t], tasks[t], local[t], cfg.num_workers, seed + 7919 * (start + 1))
+               for t in tasks if local[t]}
     live = open_live(live_dir, info.rank == 0, resume=start > 0)
     console.print(f"train_solver {run}: tasks {list(tasks)}, V={vocab.size}, steps {start}->{cfg.steps}, "
                   f"device {dev}, {info.world_size} process(es)", highlight=False)

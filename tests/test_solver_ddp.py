@@ -1,10 +1,12 @@
-"""A 2-process gloo DDP step of the task-solver equals one process on the same global batch."""
+"""A 2-process gloo DDP step of the task-solver equals one process on the same global batch, also when
+the batch does not split evenly (ranks weight their losses by their share, pipeline/solver/shares.py)."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -14,15 +16,16 @@ from pipeline.config import DepthTaskConfig
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
+from pipeline.solver.augment import DepthAugmentConfig, draw_depth
+from pipeline.solver.shares import rank_batches, rank_loss_weights
 from pipeline.solver.steps import DepthHead, TrainStep
 from pipeline.vocab import Vocab
 
 BACKBONE = BackboneConfig(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
                           num_heads=(1, 1, 2, 2), drop_path_rate=0.0)
-GLOBAL_BATCH = 4
 
 
-def _step_module() -> TrainStep:
+def _step_module(weights: dict[str, float]) -> TrainStep:
     from pipeline.config import SolverModelConfig
 
     runtime.seed_everything(0)
@@ -32,14 +35,18 @@ def _step_module() -> TrainStep:
                                   dropout=0.0, drop_path=0.0)
     model = build_ait(BACKBONE, solver_config(model_cfg, 16), vocab)
     head = DepthHead(tokenizer, DepthTaskConfig(aux_weight=1.0, tau=1.0))
-    return TrainStep(model, {"depth": head}, {}, vocab)
+    return TrainStep(model, {"depth": head}, weights, vocab)
 
 
-def _global_batch() -> dict:
+def _global_batch(n: int) -> dict:
     g = torch.Generator().manual_seed(1)
-    return {"images": torch.rand(GLOBAL_BATCH, 3, 64, 64, generator=g),
-            "depth": 0.5 + 3 * torch.rand(GLOBAL_BATCH, 1, 64, 64, generator=g),
-            "indices": torch.randint(0, 16, (GLOBAL_BATCH, 4, 4), generator=g)}
+    rng = np.random.default_rng(1)  # the loader's photometric draws, applied by the step on the device
+    draws = [draw_depth(DepthAugmentConfig(p_photometric=0.8, cutdepth_p=0.5), 96, i % 2, 16, rng)
+             for i in range(n)]
+    return {"images": torch.randint(0, 256, (n, 3, 64, 64), generator=g, dtype=torch.uint8),
+            "depth": 0.5 + 3 * torch.rand(n, 1, 64, 64, generator=g),
+            "indices": torch.randint(0, 16, (n, 4, 4), generator=g),
+            "augment": torch.from_numpy(np.stack(draws))}
 
 
 def _loss_and_grads(step: TrainStep, net, batch: dict) -> tuple[float, dict[str, torch.Tensor]]:
@@ -48,17 +55,18 @@ def _loss_and_grads(step: TrainStep, net, batch: dict) -> tuple[float, dict[str,
     return float(loss.detach()), {n: p.grad.clone() for n, p in step.model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, n: int) -> None:
     import os
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     info = runtime.init_distributed("cpu")
-    step = _step_module().train()
+    step = _step_module(rank_loss_weights({"depth": n}, {}, rank, world)).train()
     net = runtime.wrap_ddp(step, info, torch.device("cpu"))
-    share = GLOBAL_BATCH // world
-    batch = {k: v[rank * share : (rank + 1) * share] for k, v in _global_batch().items()}
+    sizes = [rank_batches({"depth": n}, r, world)["depth"] for r in range(world)]
+    first = sum(sizes[:rank])
+    batch = {k: v[first : first + sizes[rank]] for k, v in _global_batch(n).items()}
     loss, grads = _loss_and_grads(step, net, batch)  # DDP averaged the gradients over ranks
     losses = torch.tensor([loss])
     runtime.all_reduce_sum(losses)
@@ -73,13 +81,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
+@pytest.mark.parametrize("n", [4, 3])
+def test_two_gloo_ranks_match_one_process(tmp_path, n):
     torch.set_num_threads(1)
-    step = _step_module().train()
-    loss, grads = _loss_and_grads(step, step, _global_batch())
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    step = _step_module({}).train()
+    loss, grads = _loss_and_grads(step, step, _global_batch(n))
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), n), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
-    # Per-rank means of equal-sized halves average to the global mean: loss and gradients agree.
+    # Per-rank means weighted by each rank's share (2 + 2 or 2 + 1 images) average to the global mean:
+    # loss and gradients agree.
     assert ddp["loss"] == pytest.approx(loss, rel=1e-5)
     assert grads.keys() == ddp["grads"].keys() and len(grads) > 10
     for name, g in grads.items():
