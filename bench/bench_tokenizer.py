@@ -5,6 +5,9 @@ tokenizer: 64x64 crops (4x4 tokens). Weights are random-init (the numbers are ab
 numerics of the architecture, not a trained checkpoint); inputs are synthetic depth planes with holes
 and soft ellipse masks. bf16 autocast is measured on CUDA only (on CPU, autocast_ctx is a null context),
 and `index_change_fraction` is the share of token indices that differ between fp32 and autocast.
+`flops` (FlopCounterMode, on CPU at batch 1, device-independent) gives per sample the encode of a cache
+input (a 480x480 depth view, a 64x64 mask crop) and one training forward + backward (reconstruction +
+commitment loss) at the training crop, for the cost model in docs/SCALE.md.
 
     .venv/bin/python bench/bench_tokenizer.py --device cpu --iters 2
 """
@@ -16,6 +19,8 @@ import json
 import time
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models.vqvae import DEPTH_VQVAE, MASK_VQVAE, VQVAE
 from pipeline.runtime import autocast_ctx, pick_device
@@ -66,6 +71,27 @@ def bench_one(cfg, x: torch.Tensor, device: torch.device, iters: int) -> dict:
     return out
 
 
+def _count(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def flops_per_sample(cfg, side: int) -> dict:
+    """FLOPs of one `side`² sample: encode (cache build) and a training forward + backward."""
+    torch.manual_seed(0)
+    model = VQVAE(cfg)
+    x = torch.rand(1, 1, side, side)
+
+    def train_step() -> None:
+        recon, _, commit = model(x)
+        (F.mse_loss(recon, x) + commit).backward()
+
+    with torch.no_grad():
+        encode = _count(lambda: model.encode(x))
+    return {"side": side, "encode": encode, "train_fwd_bwd": _count(train_step)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu / cuda / cuda:1 (default: AIT_DEVICE or auto)")
@@ -86,6 +112,7 @@ def main() -> None:
         "note": None if device.type == "cuda" else "CPU: fp32 only (autocast_ctx is a no-op on CPU)",
         "depth": bench_one(DEPTH_VQVAE, _depth_batch(args.depth_batch, g), device, args.iters),
         "mask": bench_one(MASK_VQVAE, _mask_batch(args.mask_batch, g), device, args.iters),
+        "flops": {"depth": flops_per_sample(DEPTH_VQVAE, 480), "mask": flops_per_sample(MASK_VQVAE, 64)},
     }
     print(json.dumps(report, indent=2))
 
