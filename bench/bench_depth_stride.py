@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -68,7 +69,8 @@ def _build(stride: int, records: list[dict], tok: Tokenizer, cfg: DepthCacheConf
     views = manifest["views"]["tokens_shape"][0]
     tokens = views * manifest["views"]["tokens_shape"][1] * manifest["views"]["tokens_shape"][2]
     shard_bytes = sum(s["bytes"] for s in manifest["splits"]["train"]["shards"])
-    return {"views_per_image": views, "token_bytes_per_image": tokens * 1,  # uint8 codes (K = 128)
+    itemsize = np.dtype(manifest["token_dtype"]).itemsize
+    return {"views_per_image": views, "token_bytes_per_image": tokens * itemsize,
             "shard_bytes_per_image": round(shard_bytes / n), "build_s_per_image": round(seconds / n, 3)}
 
 
