@@ -112,15 +112,20 @@ def augment_depth(images: torch.Tensor, depth: torch.Tensor, draws: torch.Tensor
     - HSV: OpenCV's uint8 HSV has H in [0, 180) and S, V in [0, 255]; albumentations adds the shifts
       (H modulo 180, S and V clipped), so H moves by the drawn turns and S, V are shifted and clipped.
     """
+    fired = draws.cpu()[:, [CUT_HI, BC_ON, GAMMA_ON, HSV_ON]].ne(0).any(0).tolist()  # host copy: no sync
     d = draws.to(device=images.device, dtype=torch.float32)[:, :, None, None, None].unbind(1)
     x = images.float() / 255.0
-    cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.float32)
-    strip = (cols >= d[CUT_LO]) & (cols < d[CUT_HI])  # (B, 1, 1, S)
-    x = torch.where(strip, (depth.float() / MAX_DEPTH).clamp(0.0, 1.0), x)
-    x = torch.where(d[BC_ON] > 0, (x * (1.0 + d[GAIN]) + d[SHIFT]).clamp(0.0, 1.0), x)
-    x = torch.where(d[GAMMA_ON] > 0, x.pow(d[GAMMA]), x)
-    hsv = shift_hsv(x, d[HUE][:, 0], d[SAT][:, 0], d[VAL][:, 0])
-    return torch.where(d[HSV_ON] > 0, hsv, x)
+    if fired[0]:  # an empty strip has CUT_LO = CUT_HI = 0
+        cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.float32)
+        strip = (cols >= d[CUT_LO]) & (cols < d[CUT_HI])  # (B, 1, 1, S)
+        x = torch.where(strip, (depth.float() / MAX_DEPTH).clamp(0.0, 1.0), x)
+    if fired[1]:
+        x = torch.where(d[BC_ON] > 0, (x * (1.0 + d[GAIN]) + d[SHIFT]).clamp(0.0, 1.0), x)
+    if fired[2]:
+        x = torch.where(d[GAMMA_ON] > 0, x.pow(d[GAMMA]), x)
+    if fired[3]:
+        x = torch.where(d[HSV_ON] > 0, shift_hsv(x, d[HUE][:, 0], d[SAT][:, 0], d[VAL][:, 0]), x)
+    return x
 
 
 def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -44,11 +44,12 @@ class DepthHead:
     def loss(self, model: AiT, batch: dict, vocab: Vocab, device: torch.device,
              generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         tokens_in, targets = depth_task.depth_sequence(batch["indices"].to(device), vocab)
-        images = augment_depth(batch["images"].to(device), batch["depth"].to(device), batch["augment"])
-        logits = model(images, depth_task.TASK_ID, tokens_in)
+        depth = batch["depth"].to(device)
+        logits = model(augment_depth(batch["images"].to(device), depth, batch["augment"]), depth_task.TASK_ID,
+                       tokens_in)
         aux = self.cfg.aux_weight > 0
         return depth_task.depth_loss(logits, targets, vocab=vocab, tokenizer=self.tokenizer if aux else None,
-                                     gt_depth=batch["depth"].to(device) if aux else None,
+                                     gt_depth=depth if aux else None,
                                      aux_weight=self.cfg.aux_weight, tau=self.cfg.tau)
 
 
