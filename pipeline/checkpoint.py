@@ -77,31 +77,3 @@ def load_vqvae(directory: Path):
     model = VQVAE(VQVAEConfig(**config["architecture"]))
     load_weights(directory, model)
     return model.eval(), config
-
-
-def load_solver(directory: Path):
-    """Rebuild a trained task-solver from its checkpoint dir; returns `(model, vocab, config)`.
-
-    config.json holds the solver architecture, the backbone config, the vocabulary layout, the task
-    settings and the tokenizer hashes the model was trained against.
-    """
-    from pipeline.data.errors import DataError
-    from pipeline.models.ait import build_ait
-    from pipeline.models.backbone import BackboneConfig
-    from pipeline.models.solver import SolverConfig
-    from pipeline.vocab import Vocab
-
-    try:
-        config = read_config(directory)
-    except FileNotFoundError as e:
-        raise DataError(str(e)) from None
-    backbone = dict(config["backbone"])
-    for key in ("depths", "num_heads", "pretrained_window_sizes"):
-        if backbone.get(key) is not None:
-            backbone[key] = tuple(backbone[key])
-    # The weights come from the checkpoint: never download or read backbone weights here.
-    backbone |= {"pretrained": False, "weights": None}
-    vocab = Vocab(**config["vocab"])
-    model = build_ait(BackboneConfig(**backbone), SolverConfig(**config["architecture"]), vocab)
-    load_weights(directory, model)
-    return model.eval(), vocab, config

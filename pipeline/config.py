@@ -10,20 +10,16 @@ This module reads only the file path it is given; stages decide which file and w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
-
-from pipeline.models.backbone import BackboneConfig
-from pipeline.models.solver import SolverModelConfig
-from pipeline.models.vqvae import VQVAEConfig
-from pipeline.optim import OptimConfig
-from pipeline.solver.augment import DepthAugmentConfig
 
 T = TypeVar("T")
 
@@ -34,6 +30,87 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # schema
+
+
+# Model and optimiser schemas; their modules re-export them (models/*.py, optim.py, solver/augment.py).
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "swinv2_tiny_window8_256"
+    # The input side timm builds the per-stage windows and shifts for (other sizes are still accepted).
+    # Derived, not a param: train_solver sets the run's input side (480 depth crops, 640 instances).
+    img_size: int | None = None
+    window_size: int | None = None  # None keeps the variant's default
+    patch_size: int | None = None  # None keeps the variant's 4; 2 halves the output stride (small inputs)
+    embed_dim: int | None = None
+    depths: tuple[int, ...] | None = None
+    num_heads: tuple[int, ...] | None = None
+    pretrained_window_sizes: tuple[int, ...] | None = None  # SimMIM checkpoints: (12, 12, 12, 6), ref §4.1
+    drop_path_rate: float = 0.1
+    normalize: bool = True  # standardise [0, 1] RGB with the variant's mean/std (see module doc)
+    pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
+    weights: str | None = None  # local .safetensors or torch state-dict file
+    # Recompute each block's activations in the backward pass (timm set_grad_checkpointing): the same
+    # results for much less activation memory at 640² (bench/bench_train.py), about a third more compute.
+    grad_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class SolverModelConfig:
+    """The architecture choices a user sets (params `solver.model`, AiT ref §4.2)."""
+
+    dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dropout: float = 0.1
+    drop_path: float = 0.1  # constant per layer, as every official config (drop_path_linear=False)
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    hidden_dim: int = 16  # width of the first conv; the paper's "width 0.5x/1x/2x" is 8/16/32
+    downsample_ratio: int = 32  # r, a power of two >= 2
+    num_embeddings: int = 128  # K
+    embedding_dim: int = 512  # D
+    num_res_blocks: int = 2
+    channels: int = 1
+    input_scale: Literal["none", "symmetric"] = "none"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "adamw"] = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0  # max L2 norm of all gradients; 0 = off
+    schedule: Literal["constant", "exp_step", "cosine", "step", "linear"] = "constant"
+    warmup_steps: int = 0
+    warmup_start_factor: float = 1e-3  # lr factor at step 0 of the warm-up (linear ramp to 1)
+    decay: float = 0.98  # exp_step: lr *= decay every `decay_every` steps
+    decay_every: int = 500
+    milestones: tuple[float, ...] = ()  # step: fractions of the run where lr *= gamma
+    gamma: float = 0.1
+    final_factor: float = 0.0  # cosine / linear: lr factor reached at the last step
+
+
+@dataclass(frozen=True)
+class DepthAugmentConfig:
+    """The depth solver's per-sample RGB augmentation (AiT ref §6.1); defaults are the official ones.
+
+    Shift limits are on albumentations' uint8 scales: a value ± x draws U(−x, x).
+    """
+
+    p_photometric: float = 0.5  # each of brightness/contrast, gamma and HSV fires independently with this p
+    brightness_contrast: float = 0.2  # RandomBrightnessContrast: gain 1 ± x, additive shift ± x (0 = off)
+    gamma: tuple[float, float] = (0.8, 1.2)  # RandomGamma: rgb ** U(lo, hi) (albumentations 80-120 / 100)
+    hue: float = 20.0  # HueSaturationValue, OpenCV hue units (180 a turn): 20 = ±40°
+    saturation: float = 30.0  # additive on HSV saturation, in 1/255
+    value: float = 20.0  # additive on HSV value, in 1/255
+    cutdepth_p: float = 0.25  # GLPDepth vertical CutDepth (official: every 4th call per worker)
 
 
 @dataclass(frozen=True)
@@ -105,7 +182,6 @@ class TokenizerTrainConfig:
     num_workers: int = 0  # DataLoader workers per rank
     log_every: int = 10
     dead_code_threshold: float = 0.0  # EMA count below which a code is restarted; 0 = off (as the paper)
-    eval_tau: float = 1.0  # soft-decode temperature in eval_tokenizer (AiT ref §3.2: tau multiplies)
 
 
 @dataclass(frozen=True)
@@ -161,18 +237,16 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class DepthTaskConfig:
-    """How the solver learns and decodes depth (AiT ref §3, §4.4)."""
+    """How the solver learns depth (AiT ref §3, §4.4); how it decodes is `DepthInferConfig`."""
 
     aux_weight: float = 1.0  # SiLog of the soft decode through the frozen detokenizer (§3.3)
-    tau: float = 0.8  # decode_soft temperature (multiplies the logits)
-    soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
-    soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
+    tau: float = 0.8  # temperature of the aux loss's soft decode (multiplies the logits)
     augment: DepthAugmentConfig = field(default_factory=DepthAugmentConfig)  # training RGB only (§6.1)
 
 
 @dataclass(frozen=True)
 class InssegTaskConfig:
-    """How the solver learns and decodes instances (AiT ref §4.5)."""
+    """How the solver learns instances (AiT ref §4.5); how it decodes is `InssegInferConfig`."""
 
     num_query: int = 100  # objects per sequence (21 tokens each)
     image_size: int = 640  # square (padded) input side; also the coordinate normalisation
@@ -180,10 +254,7 @@ class InssegTaskConfig:
     order: Literal["random", "area"] = "random"  # object order in a sequence (AiT: random each iteration)
     aux_weight: float = 5.0  # Dice + MSE of the soft-decoded masks (§3.3)
     mask_weight: float = 0.2  # CE weight of mask-code targets
-    tau: float = 1.0
-    top_p: float = 0.0  # 0 = greedy (deterministic); the paper samples with 0.3
-    soft_input: bool = True
-    soft_decode: bool = True
+    tau: float = 1.0  # temperature of the aux loss's soft decode
     color_jitter: float = 0.2
 
 
@@ -220,16 +291,56 @@ class SolverConfig:
     runs: dict[str, SolverRunConfig] = field(default_factory=dict)
 
 
+# Inference only: evaluate@<run> and eval_tokenizer@<variant> read these, training never does, so
+# switching a decoding trick (paper Table 7) re-runs evaluation alone.
+
+
+@dataclass(frozen=True)
+class DepthInferConfig:
+    """How evaluate@<run> decodes and scores depth (AiT ref §3.1-3.2, §5.1)."""
+
+    soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
+    soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
+    tau: float = 0.8  # decode_soft temperature (multiplies the logits)
+    flip_tta: bool = True  # average each window with its horizontal flip (ref §5.1)
+    shift_windows: bool = True  # sliding S x S windows; False = one centred window
+
+
+@dataclass(frozen=True)
+class InssegInferConfig:
+    """How evaluate@<run> decodes and scores instances (AiT ref §4.5, §5.2)."""
+
+    soft_input: bool = True
+    soft_decode: bool = True
+    tau: float = 1.0
+    top_p: float = 0.0  # 0 = greedy (deterministic); the paper samples with 0.3
+    seed: int = 0  # of the top-p sampling generator
+    panel_score: float = 0.3  # instances drawn in the panels score at least this
+
+
+@dataclass(frozen=True)
+class TokenizerEvalConfig:
+    """How eval_tokenizer@<variant> soft-decodes (AiT ref §3.2: tau multiplies the logits)."""
+
+    tau: float = 1.0
+
+
+@dataclass(frozen=True)
+class TokenizerEvalTasks:
+    depth: TokenizerEvalConfig = field(default_factory=TokenizerEvalConfig)
+    insseg: TokenizerEvalConfig = field(default_factory=TokenizerEvalConfig)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """How evaluate@<run> runs (not what the model is): test-time augmentation, batching, panels."""
+    """How evaluation runs (never what the model is): batching and panels, then per-task decoding."""
 
-    flip_tta: bool = True  # average each depth window with its horizontal flip (AiT ref §5.1)
-    shift_windows: bool = True  # sliding S x S depth windows; False = one centred window
     batch_images: int = 4  # images per generate call (depth: x windows x flips sequences)
     num_panels: int = 4  # PNG panels for the first samples of each task
-    panel_score: float = 0.3  # instances drawn in the panels score at least this
     max_images: int = 0  # evaluate only the first N samples (0 = all)
+    depth: DepthInferConfig = field(default_factory=DepthInferConfig)
+    insseg: InssegInferConfig = field(default_factory=InssegInferConfig)
+    tokenizer: TokenizerEvalTasks = field(default_factory=TokenizerEvalTasks)
 
 
 # Top-level params.yaml sections and their schemas. Later sections register here.
@@ -269,9 +380,12 @@ def load_section(path: str | Path, key: str, cls: type[T]) -> T:
             raise ConfigError(f"{path}: missing section '{key}'")
         node = node[part]
     try:
-        return from_dict(cls, node, key)
+        section = from_dict(cls, node, key)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    if _READS is not None:
+        _track(section, key)
+    return section
 
 
 def load_value(path: str | Path, key: str, tp: Any) -> Any:
@@ -282,9 +396,12 @@ def load_value(path: str | Path, key: str, tp: Any) -> Any:
             raise ConfigError(f"{path}: missing key '{key}'")
         node = node[part]
     try:
-        return _coerce(tp, node, key)
+        value = _coerce(tp, node, key)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    if _READS is not None:
+        _READS.add(key)
+    return value
 
 
 def load_all(path: str | Path) -> dict[str, Any]:
@@ -294,6 +411,64 @@ def load_all(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown section '{unknown[0]}'")
     return {name: load_section(path, name, cls) for name, cls in SECTIONS.items() if name in raw}
+
+
+# --------------------------------------------------------------------------------------------------
+# which params a stage reads: DVC re-runs a stage exactly when a key in its `params:` changes, so a key
+# read but not declared leaves stale results and a key declared but never read causes needless re-runs.
+# tests/test_stage_params.py runs every dvc.yaml stage under `record_reads` and compares.
+
+_READS: set[str] | None = None
+_TRACKED: dict[type, type] = {}
+
+
+@contextlib.contextmanager
+def record_reads() -> Iterator[set[str]]:
+    """Collect the dotted params keys read inside the block: each `load_value` key, and each leaf field
+    of a `load_section` result that the code accesses (a nested section counts through its leaves)."""
+    global _READS
+    previous, _READS = _READS, set()
+    try:
+        yield _READS
+    finally:
+        _READS = previous
+
+
+def _is_section(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(dataclasses.is_dataclass(v) for v in value.values())
+    return dataclasses.is_dataclass(value)
+
+
+def _tracked_class(cls: type) -> type:
+    """A subclass of the frozen dataclass `cls` whose field reads are added to the active record."""
+    if cls not in _TRACKED:
+        names = frozenset(f.name for f in dataclasses.fields(cls))
+
+        def __getattribute__(self, name: str) -> Any:
+            value = object.__getattribute__(self, name)
+            key = self.__dict__.get("_params_key") if name in names else None
+            if key is not None and _READS is not None and not _is_section(value):
+                _READS.add(f"{key}.{name}")
+            return value
+
+        _TRACKED[cls] = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__,
+                                                    "__qualname__": cls.__qualname__})
+    return _TRACKED[cls]
+
+
+def _track(section: Any, key: str) -> None:
+    """Make `section` (and the sections inside it) report field reads under the dotted `key`."""
+    object.__setattr__(section, "__class__", _tracked_class(type(section)))
+    object.__setattr__(section, "_params_key", key)
+    for f in dataclasses.fields(section):
+        value = object.__getattribute__(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _track(value, f"{key}.{f.name}")
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                if dataclasses.is_dataclass(item):
+                    _track(item, f"{key}.{f.name}.{name}")
 
 
 def from_dict(cls: type[T], data: Any, where: str) -> T:

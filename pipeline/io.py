@@ -27,6 +27,15 @@ def write_json(path: Path, obj: Any) -> None:
     Path(path).write_text(dumps(obj))
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """`write_json` through a scratch file renamed into place: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(dumps(obj))
+    os.replace(tmp, path)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """One canonical JSON object per line; returns the number of rows."""
     n = 0

@@ -9,27 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-
-@dataclass(frozen=True)
-class OptimConfig:
-    name: Literal["adam", "adamw"] = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0  # max L2 norm of all gradients; 0 = off
-    schedule: Literal["constant", "exp_step", "cosine", "step", "linear"] = "constant"
-    warmup_steps: int = 0
-    warmup_start_factor: float = 1e-3  # lr factor at step 0 of the warm-up (linear ramp to 1)
-    decay: float = 0.98  # exp_step: lr *= decay every `decay_every` steps
-    decay_every: int = 500
-    milestones: tuple[float, ...] = ()  # step: fractions of the run where lr *= gamma
-    gamma: float = 0.1
-    final_factor: float = 0.0  # cosine / linear: lr factor reached at the last step
+from pipeline.config import OptimConfig
 
 
 def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:

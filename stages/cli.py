@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from stages import (
+    ablate,
     cache_tokens,
     data,
     eval_tokenizer,
@@ -12,6 +13,7 @@ from stages import (
     inspect,
     prepare,
     preset,
+    report,
     summary,
     train_solver,
     train_tokenizer,
@@ -32,6 +34,8 @@ app.command("train-solver")(train_solver.main)
 app.command("evaluate")(evaluate.main)
 app.command("summary")(summary.main)
 app.command("preset")(preset.main)
+app.command("ablate")(ablate.main)
+app.command("report")(report.main)
 
 if __name__ == "__main__":
     app()

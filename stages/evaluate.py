@@ -5,8 +5,10 @@ content hash must equal the recorded one) and, from the token-cache manifests it
 depth crop size and the contiguous class -> category id order. Every task of the checkpoint is scored
 on its held-out split (depth: test, insseg: val). Writes `<out>/metrics.json`, `<out>/insseg_results.json`
 (COCO results with RLE masks, insseg only), `<out>/panels/<task>_<key>.png` and the same panels as DVCLive
-images under `<out>/live`. Reads `base.seed` (top-p sampling) and the `evaluate` section (test-time
-augmentation, batching, panels) from params, so `dvc exp run -S evaluate.flip_tta=false` re-scores only.
+images under `<out>/live`. Reads only the inference params (`evaluate`: batching, panels and, per task,
+the decoding: soft tokens, tau, top-p, test-time augmentation), so `dvc exp run -S
+evaluate.depth.flip_tta=false` re-scores without retraining; how the model was trained comes from its
+checkpoint.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig, from_dict, load_section, load_value
+from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig, from_dict, load_section
 from pipeline.data.errors import DataError
-from pipeline.io import atomic_dir, read_jsonl, write_json
+from pipeline.headline import headline_path, solver_headline
+from pipeline.io import atomic_dir, read_jsonl, write_json, write_json_atomic
+from pipeline.models.ait import load_solver
 from pipeline.runtime import pick_device
 from pipeline.solver.evaluate import evaluate_depth, evaluate_insseg, train_mean_depth
 from pipeline.tokens.manifest import check_tokenizer, read_manifest
@@ -62,7 +66,7 @@ def _records(prepared: Path, task: str, max_images: int, split: str | None = Non
 
 
 def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path], opts: EvalConfig,
-                   seed: int, device: torch.device):
+                   device: torch.device):
     """(metrics, COCO results or None, panels) of one task of the checkpoint."""
     tokenizer = _tokenizer(task, config, paths["tokenizers"], paths["model_dir"]).to(device)
     manifest = _manifest(task, config, paths["caches"])
@@ -73,14 +77,14 @@ def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path]
         with progress("evaluate: training mean depth") as cb:
             mean_map = train_mean_depth(_records(paths["prepared"], task, 0, split="train"), cb)
         with progress("evaluate depth") as cb:
-            metrics, panels = evaluate_depth(model, tokenizer, vocab, cfg, records, mean_map,
+            metrics, panels = evaluate_depth(model, tokenizer, vocab, records, mean_map,
                                              manifest["views"]["crop_size"], opts, cb)
         return metrics, None, panels
     categories = json.loads((paths["prepared"] / "insseg" / "categories.json").read_text())
     ids = [c["id"] for c in manifest["categories"]]  # contiguous class k <-> ids[k], as in training
     if len(ids) != vocab.num_classes:
         raise DataError(f"{paths['caches']}: {len(ids)} categories, but the solver has {vocab.num_classes}")
-    generator = torch.Generator(device=device).manual_seed(seed)  # top_p > 0 samples reproducibly
+    generator = torch.Generator(device=device).manual_seed(opts.insseg.seed)  # top_p > 0 samples reproducibly
     train = _records(paths["prepared"], task, 0, split="train")  # the image-blind baseline's statistics
     with progress("evaluate insseg") as cb:
         return evaluate_insseg(model, tokenizer, vocab, cfg, records, categories, ids, train, opts, generator,
@@ -96,6 +100,8 @@ def main(
     tokenizers: Annotated[Path, typer.Option(help="tokenizer checkpoints root")] = Path("models/tokenizer"),
     caches: Annotated[Path, typer.Option(help="token-cache root (manifests only)")] = Path("data/tokens"),
     out: Annotated[Path | None, typer.Option(help="results dir")] = None,
+    headline: Annotated[Path | None, typer.Option(help="headline metrics dir (default: results/headline "
+                                                          "beside the results dir)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: auto)")] = None,
     num_panels: Annotated[int | None, typer.Option(help="PNG panels per task (default: params)")] = None,
     max_images: Annotated[int | None, typer.Option(help="only the first N samples, 0 = all (default: "
@@ -103,15 +109,14 @@ def main(
 ) -> None:
     """Score a trained task-solver on every task it was trained for; write metrics and panels.
 
-    Reads `evaluate` (TTA, batching, panels) and `base.seed`; the two options override params for quick
-    runs outside DVC.
+    Reads `evaluate` (batching, panels, decoding); the two options override params for quick runs outside
+    DVC.
     """
     model_dir = model_dir or Path("models/solver") / run
     out = out or Path("results/evaluate") / run
-    model, vocab, config = checkpoint.load_solver(model_dir)
+    model, vocab, config = load_solver(model_dir)
     if config.get("run") != run:
         raise DataError(f"{model_dir}: holds run {config.get('run')!r}, not {run!r}")
-    seed = load_value(params, "base.seed", int)
     dev = pick_device(device)
     model.to(dev)
     overrides = {"num_panels": num_panels, "max_images": max_images}
@@ -121,7 +126,7 @@ def main(
     metrics, panels, results = {}, [], None
     for task in config["tasks"]:
         metrics[task], task_results, task_panels = _evaluate_task(task, model, vocab, config, paths, opts,
-                                                                  seed, dev)
+                                                                  dev)
         results = task_results if task_results is not None else results
         panels += [(f"{task}_{key}.png", image) for key, image in task_panels]
     with atomic_dir(out) as tmp:
@@ -134,6 +139,8 @@ def main(
             save_png(image, tmp / "panels" / name)
             live.log_image(name, image)
         live.end()
+    headline = headline or out.parent.parent / "headline"
+    write_json_atomic(headline_path(headline, "evaluate", run), solver_headline(run, metrics))
     _report(run, metrics)
 
 

@@ -137,3 +137,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_defaults_match_params_yaml():
     # The dataclass defaults are the demo defaults: a params.yaml that omits a key behaves the same.
     assert load_section(ROOT / "params.yaml", "data.demo", DemoConfig) == DemoConfig()
+
+
+def test_record_reads_reports_each_leaf_read_with_its_dotted_key(tmp_path):
+    from pipeline.config import SolverConfig, load_section, load_value, record_reads
+
+    path = tmp_path / "params.yaml"
+    path.write_text("base: {seed: 3}\nsolver:\n  num_bins: 8\n  depth: {aux_weight: 0.5}\n"
+                    "  runs: {a: {tasks: [depth], batch_size: {depth: 2}}}\n")
+    with record_reads() as reads:
+        cfg = load_section(path, "solver", SolverConfig)
+        assert cfg.depth.aux_weight == 0.5 and cfg.runs["a"].batch_size == {"depth": 2}
+        assert load_value(path, "base.seed", int) == 3
+    assert reads == {"solver.depth.aux_weight", "solver.runs.a.batch_size", "base.seed"}
+    assert cfg.num_bins == 8 and "solver.num_bins" not in reads  # read after the block: not recorded
+    untracked = load_section(path, "solver", SolverConfig)
+    assert type(untracked) is SolverConfig and untracked == SolverConfig(**{
+        f: getattr(untracked, f) for f in ("backbone", "model", "num_bins", "spare_codes", "depth", "insseg", "runs")})

@@ -17,15 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import ROOT, merge, tiny_params, tiny_solver, write_params
+from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
-TINY_PIPELINE = {
-    "cache": {"depth": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8},
-              "insseg": {"shard_max_samples": 8}},
-    "solver": tiny_solver(steps=2, num_query=3),
-}
 INSSEG_KEY = "tokenizer.insseg.model.embedding_dim"
 
 
@@ -48,7 +43,8 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("dvc_repo")
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", "ablations.yaml"):
+        shutil.copy(ROOT / name, root / name)
     params = merge(tiny_params(root), TINY_PIPELINE)
     params["data"]["tasks"]["depth"]["root"] = "data/demo/nyuv2"  # the repo-relative demo output
     params["data"]["tasks"]["insseg"]["root"] = "data/demo"
@@ -80,6 +76,52 @@ def test_repro_runs_everything_and_leaves_a_clean_status(repo):
     assert "rmse" in metrics["depth"]["model"]
 
 
+def _toggled(value):
+    return (not value) if isinstance(value, bool) else value + (1 if isinstance(value, int) else 0.25)
+
+
+def test_each_inference_switch_changes_only_evaluation_stages(repo):
+    """Every key of the `evaluate` section (soft tokens, tau, top-p, TTA, the tokenizer's eval tau, ...),
+    toggled on its own, leaves training, caches and tokenizers up to date in `dvc status`."""
+    import yaml
+
+    root, env = repo
+    dvc = str(Path(sys.executable).parent / "dvc")
+    text = (root / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    keys = [k for k in _leaves(params["evaluate"], "evaluate.")]
+    assert {"evaluate.depth.soft_input", "evaluate.insseg.top_p", "evaluate.tokenizer.depth.tau"} <= set(keys)
+    for key in keys:
+        changed = merge(params, _nested(key, _toggled(_get(params, key))))
+        write_params(root / "params.yaml", changed)
+        try:
+            status = json.loads(_run([dvc, "status", "--json"], root, env))
+        finally:
+            (root / "params.yaml").write_text(text)
+        assert status, f"{key}: no stage reads it"
+        training = sorted(s for s in status if not s.startswith(("evaluate@", "eval_tokenizer@")))
+        assert not training, f"{key} (inference only) invalidates {training}"
+
+
+def _leaves(tree: dict, prefix: str) -> list[str]:
+    out = []
+    for key, value in tree.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+def _get(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _nested(key: str, value) -> dict:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
 def test_insseg_tokenizer_change_reruns_no_depth_stage_and_reverts_from_run_cache(repo):
     root, env = repo
     dvc = str(Path(sys.executable).parent / "dvc")
@@ -98,3 +140,31 @@ def test_insseg_tokenizer_change_reruns_no_depth_stage_and_reverts_from_run_cach
     assert not _ran(out), f"stages ran instead of being restored:\n{out}"
     assert {"train_tokenizer@insseg", "cache_tokens@insseg", "train_solver@insseg"} <= _restored(out), out
     assert json.loads(_run([dvc, "status", "--json"], root, env)) == {}
+
+    # the two variants side by side: the headline metrics keep the changed columns within 120
+    table = _run([dvc, "exp", "show", "--only-changed", "--no-pager"], root, {**env, "COLUMNS": "120"})
+    assert "tok.insseg.mask_ap" in table and INSSEG_KEY in table, table
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+
+
+def test_table_7_rows_that_only_change_inference_rerun_only_evaluation(repo):
+    """`ait ablate 7 --run`: the hard-inference and solver-side soft-token rows share one trained solver
+    (aux loss off), so for the second row DVC's run-cache restores training and only evaluate runs;
+    `ait report 7 --md` then shows both rows beside the paper's numbers and how to run the others."""
+    root, env = repo
+    ait = str(Path(sys.executable).parent / "ait")
+    rows = ["--row", "hard", "--row", "solver"]
+    out = _run([ait, "ablate", "7", *rows, "--run", "--timings", "t7.json"], root, env)
+    rows = dict(re.findall(r"\$ dvc exp run --temp -n (\S+) (.*?)(?=\$ dvc exp run|\Z)", out, re.S))
+    assert list(rows) == ["t7-hard", "t7-solver"], out
+    assert {"train_solver@depth", "evaluate@depth", "evaluate@insseg"} <= _ran(rows["t7-hard"])
+    assert _ran(rows["t7-solver"]) == {"evaluate@depth", "evaluate@insseg"}, rows["t7-solver"]
+    assert {"train_solver@depth", "train_solver@insseg"} <= _restored(rows["t7-solver"]), rows["t7-solver"]
+    timings = json.loads((root / "t7.json").read_text())
+    assert [(t["exp"], t["ran"], t["returncode"]) for t in timings][1] == ("t7-solver", 2, 0), timings
+
+    report = _run([ait, "report", "7", "--md"], root, env)
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + 5, report
+    assert "0.3174" in table[2] and "missing" not in table[2] + table[3], report  # ours beside the paper's
+    assert "`t7-detok`: `dvc exp run --queue -n t7-detok" in report  # the command for a missing row

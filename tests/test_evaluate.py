@@ -115,15 +115,16 @@ def _tiny_tokenizer(ratio: int, scale: str):
 
 
 def test_parallel_solver_depth_is_one_teacher_forced_pass():
-    from pipeline.config import DepthTaskConfig
+    from pipeline.config import DepthInferConfig
     from pipeline.solver.infer import infer_depth
     from pipeline.tasks import depth as depth_task
     from pipeline.vocab import Vocab
 
     vocab = Vocab.build(num_bins=16, num_classes=0, mask_codes=None, depth_codes=16)
-    model, tokenizer, cfg = _tiny_parallel_ait(vocab), _tiny_tokenizer(8, "none"), DepthTaskConfig(tau=0.8)
+    model, tokenizer = _tiny_parallel_ait(vocab), _tiny_tokenizer(8, "none")
+    cfg = DepthInferConfig(tau=0.8, flip_tta=False)
     rgb = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
-    depth = infer_depth(model, tokenizer, vocab, cfg, rgb, 32, flip_tta=False)
+    depth = infer_depth(model, tokenizer, vocab, cfg, rgb, 32)
     # AiT-P inputs carry position only: any teacher-forced tokens give the same logits (ref §4.4)
     images = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
@@ -133,16 +134,16 @@ def test_parallel_solver_depth_is_one_teacher_forced_pass():
 
 
 def test_instances_come_back_in_original_pixels_with_dataset_category_ids():
-    from pipeline.config import InssegTaskConfig
+    from pipeline.config import InssegInferConfig, InssegTaskConfig
     from pipeline.solver.infer import infer_instances
     from pipeline.vocab import Vocab
 
     vocab = Vocab.build(num_bins=64, num_classes=3, mask_codes=16, depth_codes=None)
     model, tokenizer = _tiny_parallel_ait(vocab), _tiny_tokenizer(16, "symmetric")
-    cfg = InssegTaskConfig(num_query=4, image_size=64, top_p=0.0)
+    cfg = InssegTaskConfig(num_query=4, image_size=64)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), rng.integers(0, 256, (40, 20, 3), np.uint8)]
-    preds = infer_instances(model, tokenizer, vocab, cfg, images, [11, 22, 33])
+    preds = infer_instances(model, tokenizer, vocab, cfg, InssegInferConfig(), images, [11, 22, 33])
     for image, pred in zip(images, preds, strict=True):
         n, (h, w) = len(pred["scores"]), image.shape[:2]
         assert pred["boxes_xyxy"].shape == (n, 4) and pred["masks"].shape == (n, h, w)
@@ -324,7 +325,8 @@ def test_evaluate_reads_its_options_from_params(project):  # noqa: F811
 
     assert _train(project, "depth", "ev_params").exit_code == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["evaluate"] |= {"max_images": 1, "num_panels": 1, "flip_tta": False}
+    params["evaluate"] |= {"max_images": 1, "num_panels": 1}
+    params["evaluate"]["depth"]["flip_tta"] = False
     path = project / "params_eval.yaml"
     path.write_text(yaml.safe_dump(params))
     out = project / "ev_params"

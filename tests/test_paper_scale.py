@@ -414,7 +414,8 @@ def generated(project, insseg_cache, insseg_solver, tmp_path_factory) -> SimpleN
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(model.solver, "generate", spy)
-        preds = infer_instances(model, insseg_cache.tokenizer, vocab, cfg, [image], category_ids,
+        preds = infer_instances(model, insseg_cache.tokenizer, vocab, cfg, project.paper["evaluate"].insseg,
+                                [image], category_ids,
                                 generator=torch.Generator().manual_seed(project.paper["base"].seed))
     results = coco_results(record["image_id"], preds[0])
     path = tmp_path_factory.mktemp("coco_results") / "results.json"

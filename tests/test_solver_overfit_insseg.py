@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.config import InssegTaskConfig, SolverModelConfig
+from pipeline.config import InssegInferConfig, InssegTaskConfig, SolverModelConfig
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_rgb
 from pipeline.io import read_jsonl
@@ -135,7 +135,7 @@ def test_instances_are_memorised(four_images):
     model.eval()
 
     frames = [read_rgb(r["image"]) for r in records]
-    preds = infer_instances(model, tokenizer, vocab, cfg, frames, category_ids)
+    preds = infer_instances(model, tokenizer, vocab, cfg, InssegInferConfig(), frames, category_ids)
     results = [res for r, p in zip(records, preds, strict=True) for res in coco_results(r["image_id"], p)]
     metrics = coco_metrics(records, categories, results)
     assert metrics["segm"]["AP"] >= 0.5, metrics

@@ -60,3 +60,11 @@ def tiny_params(root: Path, extra: dict | None = None) -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+# Every stage of dvc.yaml on tiny data: small shards and crops, two solver steps.
+TINY_PIPELINE = {
+    "cache": {"depth": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8},
+              "insseg": {"shard_max_samples": 8}},
+    "solver": tiny_solver(steps=2, num_query=3),
+}

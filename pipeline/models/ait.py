@@ -9,9 +9,12 @@ continuous position-bias MLP, logit scales and the token / task / position embed
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from torch import Tensor, nn
 
+from pipeline import checkpoint
+from pipeline.data.errors import DataError
 from pipeline.models.backbone import Backbone, BackboneConfig, build_backbone, layer_id, num_lr_layers
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.vocab import Vocab
@@ -66,3 +69,25 @@ def param_groups(model: AiT, lr: float, weight_decay: float, layer_decay: float)
         groups.setdefault((scale, 0.0 if no_decay else weight_decay), []).append(param)
     return [{"params": ps, "lr": lr * scale, "lr_scale": scale, "weight_decay": wd}
             for (scale, wd), ps in sorted(groups.items(), key=lambda kv: kv[0])]
+
+
+def load_solver(directory: Path):
+    """Rebuild a trained task-solver from its checkpoint dir; returns `(model, vocab, config)`.
+
+    config.json holds the solver architecture, the backbone config, the vocabulary layout, the task
+    settings and the tokenizer hashes the model was trained against.
+    """
+    try:
+        config = checkpoint.read_config(directory)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
+    backbone = dict(config["backbone"])
+    for key in ("depths", "num_heads", "pretrained_window_sizes"):
+        if backbone.get(key) is not None:
+            backbone[key] = tuple(backbone[key])
+    # The weights come from the checkpoint: never download or read backbone weights here.
+    backbone |= {"pretrained": False, "weights": None}
+    vocab = Vocab(**config["vocab"])
+    model = build_ait(BackboneConfig(**backbone), SolverConfig(**config["architecture"]), vocab)
+    checkpoint.load_weights(directory, model)
+    return model.eval(), vocab, config

@@ -27,33 +27,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    name: str = "swinv2_tiny_window8_256"
-    # The input side timm builds the per-stage windows and shifts for (other sizes are still accepted).
-    # Derived, not a param: train_solver sets the run's input side (480 depth crops, 640 instances).
-    img_size: int | None = None
-    window_size: int | None = None  # None keeps the variant's default
-    patch_size: int | None = None  # None keeps the variant's 4; 2 halves the output stride (small inputs)
-    embed_dim: int | None = None
-    depths: tuple[int, ...] | None = None
-    num_heads: tuple[int, ...] | None = None
-    pretrained_window_sizes: tuple[int, ...] | None = None  # SimMIM checkpoints: (12, 12, 12, 6), ref §4.1
-    drop_path_rate: float = 0.1
-    normalize: bool = True  # standardise [0, 1] RGB with the variant's mean/std (see module doc)
-    pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
-    weights: str | None = None  # local .safetensors or torch state-dict file
-    # Recompute each block's activations in the backward pass (timm set_grad_checkpointing): the same
-    # results for much less activation memory at 640² (bench/bench_train.py), about a third more compute.
-    grad_checkpointing: bool = False
+from pipeline.config import BackboneConfig
 
 
 class Backbone(nn.Module):

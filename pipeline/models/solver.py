@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pipeline.config import SolverModelConfig
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver_layers import (
     DecoderBlock,
@@ -35,19 +36,6 @@ from pipeline.models.solver_layers import (
     sine_positions_2d,
 )
 from pipeline.vocab import Vocab
-
-
-@dataclass(frozen=True)
-class SolverModelConfig:
-    """The architecture choices a user sets (params `solver.model`, AiT ref §4.2)."""
-
-    dim: int = 256
-    num_heads: int = 8
-    ffn_dim: int = 1024
-    num_encoder_layers: int = 6
-    num_decoder_layers: int = 6
-    dropout: float = 0.1
-    drop_path: float = 0.1  # constant per layer, as every official config (drop_path_linear=False)
 
 
 @dataclass(frozen=True)

@@ -23,26 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
+from pipeline.config import VQVAEConfig
 from pipeline.models.quantizer import VectorQuantizerEMA
 from pipeline.models.soft import soft_lookup
-
-
-@dataclass(frozen=True)
-class VQVAEConfig:
-    hidden_dim: int = 16  # width of the first conv; the paper's "width 0.5x/1x/2x" is 8/16/32
-    downsample_ratio: int = 32  # r, a power of two >= 2
-    num_embeddings: int = 128  # K
-    embedding_dim: int = 512  # D
-    num_res_blocks: int = 2
-    channels: int = 1
-    input_scale: Literal["none", "symmetric"] = "none"
-
 
 # AiT ref §1.1 table: the two tokenizers of the paper.
 DEPTH_VQVAE = VQVAEConfig(hidden_dim=16, downsample_ratio=32, num_embeddings=128, embedding_dim=512)

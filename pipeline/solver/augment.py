@@ -40,24 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.config import DepthAugmentConfig
 from pipeline.metrics.depth import MAX_DEPTH
-
-
-@dataclass(frozen=True)
-class DepthAugmentConfig:
-    """The depth solver's per-sample RGB augmentation (AiT ref §6.1); defaults are the official ones.
-
-    Shift limits are on albumentations' uint8 scales: a value ± x draws U(−x, x).
-    """
-
-    p_photometric: float = 0.5  # each of brightness/contrast, gamma and HSV fires independently with this p
-    brightness_contrast: float = 0.2  # RandomBrightnessContrast: gain 1 ± x, additive shift ± x (0 = off)
-    gamma: tuple[float, float] = (0.8, 1.2)  # RandomGamma: rgb ** U(lo, hi) (albumentations 80-120 / 100)
-    hue: float = 20.0  # HueSaturationValue, OpenCV hue units (180 a turn): 20 = ±40°
-    saturation: float = 30.0  # additive on HSV saturation, in 1/255
-    value: float = 20.0  # additive on HSV value, in 1/255
-    cutdepth_p: float = 0.25  # GLPDepth vertical CutDepth (official: every 4th call per worker)
-
 
 # Per-sample draws of the depth photometric augmentation, one float32 row per image (`draw_depth`),
 # applied batched on the training device by `augment_depth`: the loader ships the uint8 view, and the

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig
+from pipeline.config import EvalConfig, InssegTaskConfig
 from pipeline.data.coco import coco_from_records, segmentation_to_mask
 from pipeline.data.errors import DataError
 from pipeline.data.nyu import read_depth_metres, read_rgb
@@ -92,7 +92,7 @@ def tokenizer_reconstruction(tokenizer: VQVAE, depth: torch.Tensor) -> torch.Ten
     return tokenizer.decode(tokenizer.encode(padded))[..., :H, :W].clamp_min(MIN_DEPTH)
 
 
-def evaluate_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthTaskConfig, records: Sequence[dict],
+def evaluate_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, records: Sequence[dict],
                    mean_map: np.ndarray, size: int, opts: EvalConfig | None = None,
                    progress: Progress | None = None) -> tuple[dict, list[Panel]]:
     """Per-image-averaged NYU metrics of the model, the mean-depth baseline and the tokenizer bound."""
@@ -106,7 +106,7 @@ def evaluate_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthTaskCon
         for r, gt in zip(chunk, gts, strict=True):
             if gt.shape != mean_map.shape:
                 raise DataError(f"{r['depth']}: {gt.shape} test depth, {mean_map.shape} training mean map")
-        preds = infer_depth(model, tokenizer, vocab, cfg, rgbs, size, opts.flip_tta, opts.shift_windows)
+        preds = infer_depth(model, tokenizer, vocab, opts.depth, rgbs, size)
         gt_batch = torch.from_numpy(np.stack(gts))[:, None].to(device)
         recons = tokenizer_reconstruction(tokenizer, gt_batch)[:, 0].float().cpu().numpy()
         for r, rgb, gt, pred, recon in zip(chunk, rgbs, gts, preds, recons, strict=True):
@@ -201,11 +201,11 @@ def evaluate_insseg(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: InssegTaskC
     done = 0
     for chunk in _chunks(records, opts.batch_images):
         images = [read_rgb(r["image"]) for r in chunk]
-        preds = infer_instances(model, tokenizer, vocab, cfg, images, category_ids, generator)
+        preds = infer_instances(model, tokenizer, vocab, cfg, opts.insseg, images, category_ids, generator)
         for r, image, pred in zip(chunk, images, preds, strict=True):
             results += coco_results(r["image_id"], pred)
             if len(panels) < opts.num_panels:
-                panels.append((r["key"], instance_panel(image, pred, r, names, opts.panel_score)))
+                panels.append((r["key"], instance_panel(image, pred, r, names, opts.insseg.panel_score)))
         done += len(chunk)
         if progress:
             progress(done, len(records))

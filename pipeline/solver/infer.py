@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pipeline.config import DepthTaskConfig, InssegTaskConfig
+from pipeline.config import DepthInferConfig, InssegInferConfig, InssegTaskConfig
 from pipeline.models.ait import AiT
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.vqvae import VQVAE, grid_shape
@@ -101,7 +101,7 @@ def predict_windows(images: Tensor, predict: DepthFn, size: int, flip_tta: bool 
 # depth: the model as a window predictor
 
 
-def depth_predictor(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthTaskConfig, size: int) -> DepthFn:
+def depth_predictor(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig, size: int) -> DepthFn:
     """A `predict` for `predict_windows`: (B, 3, S, S) -> (B, 1, S, S) metres through solver + detokenizer."""
     grid = grid_shape(tokenizer.cfg, size, size)
     length = grid[0] * grid[1]
@@ -128,13 +128,13 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray, device: torch.device | 
 
 
 @torch.no_grad()
-def infer_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthTaskConfig,
-                images: Sequence[np.ndarray] | np.ndarray, size: int, flip_tta: bool = True,
-                shift_windows: bool = True) -> np.ndarray:
-    """(N, S, W, 3) uint8 RGB -> (N, S, W) float32 depth in metres by the official window/flip protocol."""
+def infer_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
+                images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """(N, S, W, 3) uint8 RGB -> (N, S, W) float32 depth in metres by the official window/flip protocol
+    (or the windows and flips `cfg` chooses)."""
     device = next(model.parameters()).device
     predict = depth_predictor(model, tokenizer, vocab, cfg, size)
-    depth = predict_windows(to_tensor(images, device), predict, size, flip_tta, shift_windows)
+    depth = predict_windows(to_tensor(images, device), predict, size, cfg.flip_tta, cfg.shift_windows)
     return depth[:, 0].float().cpu().numpy()
 
 
@@ -154,10 +154,10 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return out, scale
 
 
-def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegTaskConfig, mask_tokens: int,
-                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegInferConfig, num_query: int,
+                     mask_tokens: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Encoder memory -> generated (B, L) tokens and raw (B, L, V) logits, L = num_query·T (ref §4.5)."""
-    kinds = insseg_task.generation_kinds(cfg.num_query, mask_tokens)
+    kinds = insseg_task.generation_kinds(num_query, mask_tokens)
     length = len(kinds)
     if model.solver.cfg.parallel:  # one pass; choose per position inside its legal range
         logits = model.solver.generate_parallel(memory, insseg_task.TASK_ID, length)
@@ -170,21 +170,23 @@ def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegTaskCo
 
 
 @torch.no_grad()
-def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: InssegTaskConfig,
-                    images: Sequence[np.ndarray], category_ids: Sequence[int],
+def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, task: InssegTaskConfig,
+                    cfg: InssegInferConfig, images: Sequence[np.ndarray], category_ids: Sequence[int],
                     generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
     """(H_i, W_i, 3) uint8 images -> per image boxes_xyxy (n, 4) original px, category_ids (n,),
-    scores (n,), masks (n, H_i, W_i) bool; `category_ids[k]` is the dataset id of contiguous class k."""
+    scores (n,), masks (n, H_i, W_i) bool; `category_ids[k]` is the dataset id of contiguous class k.
+    `task` is how the model was trained (query count, input side), `cfg` how it decodes."""
     if len(category_ids) != vocab.num_classes:
         raise ValueError(f"{len(category_ids)} category ids for a vocabulary of {vocab.num_classes} classes")
     device = next(model.parameters()).device
-    boxed = [letterbox(im, cfg.image_size) for im in images]
+    boxed = [letterbox(im, task.image_size) for im in images]
     batch = torch.from_numpy(np.stack([b for b, _ in boxed])).permute(0, 3, 1, 2).to(device)
     gh, gw = insseg_task.mask_grid(tokenizer)
-    tokens, logits = _instance_tokens(model, model.encode(batch), vocab, cfg, gh * gw, generator)
+    memory = model.encode(batch)
+    tokens, logits = _instance_tokens(model, memory, vocab, cfg, task.num_query, gh * gw, generator)
     objects = insseg_task.decode_objects(
-        tokens, logits, vocab, tokenizer, cfg.num_query, image_hw=[im.shape[:2] for im in images],
-        norm=float(cfg.image_size), soft_decode=cfg.soft_decode, tau=cfg.tau,
+        tokens, logits, vocab, tokenizer, task.num_query, image_hw=[im.shape[:2] for im in images],
+        norm=float(task.image_size), soft_decode=cfg.soft_decode, tau=cfg.tau,
         scale_factors=[s for _, s in boxed])
     ids = np.asarray(category_ids, dtype=np.int64)
     return [{"boxes_xyxy": o["boxes_xyxy"].float().cpu().numpy(),

@@ -1,0 +1,469 @@
+"""The paper's ablation tables as DVC experiments: ablations.yaml → `dvc exp run` commands → reports.
+
+`ait ablate` turns each row of a table into one DVC experiment (`-S` overrides of params.yaml plus
+the stages it needs as targets) and `ait report` reads `dvc exp show --json -A` back into the
+table, our figure beside the paper's. DVC stays the only record of what ran: nothing here stores
+results, and rows find their experiment by name (`t<table>-<row>`).
+
+DVC parses `-S` values with Hydra's override grammar, which takes JSON scalars and lists but not
+JSON objects (quoted keys fail): mappings are written `{key:value,...}` with bare keys.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.config import ConfigError, from_dict
+
+
+class ExperimentError(ConfigError):
+    """A dvc command failed or printed something unreadable (a ConfigError: stages report it in one line)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# ablations.yaml
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of a table: our headline metric beside the paper's."""
+
+    header: str
+    dataset: Literal["NYUv2", "COCO"]  # where the paper's figure was measured
+    metric: str | None = None  # flattened headline key, e.g. "tok.depth_mask50.rmse"; None = not applicable
+    scale: float = 1.0  # ours x scale is comparable to the paper's (100: AP in percent)
+    digits: int = 4  # decimals shown for both figures
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper table and the overrides that reproduce it."""
+
+    id: str
+    label: str  # the paper's row label
+    paper: tuple[float | None, ...]  # one per column; None = the paper's "-"
+    set: dict[str, Any]  # -S overrides relative to params.yaml; "+key" appends a key
+    metrics: tuple[str | None, ...] | None = None  # per-column override of the metric keys
+    targets: tuple[str, ...] | None = None  # override of the table's dvc targets
+    exp: str | None = None  # experiment name; default t<table>-<id>
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One paper table: what it varies (rows), what it reports (columns), which stages it needs."""
+
+    title: str
+    targets: tuple[str, ...]
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    note: str = ""  # caveat printed under the report
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One `dvc exp run`: rows that name the same experiment share it."""
+
+    name: str
+    set: dict[str, Any]
+    targets: tuple[str, ...]
+
+
+def load_ablations(path: str | Path) -> dict[int, Ablation]:
+    """Every table of ablations.yaml, strictly: unknown keys, wrong types and ragged rows raise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: ablations file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    tables = raw.get("tables") if isinstance(raw, dict) else None
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: expected a non-empty mapping under 'tables'")
+    out = {}
+    for number, spec in tables.items():
+        if not isinstance(number, int):
+            raise ConfigError(f"{path}: tables.{number}: table keys are the paper's table numbers")
+        try:
+            out[number] = _checked(from_dict(Ablation, spec, f"tables.{number}"), number)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return dict(sorted(out.items()))
+
+
+def _checked(table: Ablation, number: int) -> Ablation:
+    where = f"tables.{number}"
+    width = len(table.columns)
+    ids = [row.id for row in table.rows]
+    if not table.rows or len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}.rows: need at least one row and unique ids, got {ids}")
+    for row in table.rows:
+        if len(row.paper) != width or (row.metrics is not None and len(row.metrics) != width):
+            raise ConfigError(f"{where}.{row.id}: paper and metrics need one entry per column ({width})")
+    experiments(number, table)
+    return table
+
+
+def get_table(tables: dict[int, Ablation], name: str) -> tuple[int, Ablation]:
+    """The table a user typed ("7"); anything else is a one-line error listing the known numbers."""
+    known = ", ".join(str(n) for n in tables)
+    if not name.strip().isdigit() or int(name) not in tables:
+        raise ConfigError(f"unknown table {name!r}: ablations.yaml has tables {known}")
+    return int(name), tables[int(name)]
+
+
+def experiment_name(number: int, row: Row) -> str:
+    """The DVC experiment a row reads: its `exp`, else `t<table>-<id>` (the key between ablate and report)."""
+    return row.exp or f"t{number}-{row.id}"
+
+
+def row_metrics(table: Ablation, row: Row) -> tuple[str | None, ...]:
+    """The metric key of each column for this row (its own `metrics`, else the columns')."""
+    return row.metrics if row.metrics is not None else tuple(c.metric for c in table.columns)
+
+
+def select(number: int, table: Ablation, rows: Sequence[str]) -> list[Experiment]:
+    """The experiments of the rows with these ids (all rows when none is given); an unknown id raises."""
+    ids = [row.id for row in table.rows]
+    unknown = [r for r in rows if r not in ids]
+    if unknown:
+        raise ConfigError(f"table {number} has no row {unknown[0]!r}; its rows are {', '.join(ids)}")
+    names = {experiment_name(number, row) for row in table.rows if not rows or row.id in rows}
+    return [e for e in experiments(number, table) if e.name in names]
+
+
+def experiments(number: int, table: Ablation) -> list[Experiment]:
+    """The distinct experiments of a table in row order; rows sharing one must agree on what it runs."""
+    out: dict[str, Experiment] = {}
+    for row in table.rows:
+        exp = Experiment(experiment_name(number, row), dict(row.set), row.targets or table.targets)
+        if out.setdefault(exp.name, exp) != exp:
+            raise ConfigError(f"tables.{number}.{row.id}: shares experiment {exp.name!r} with another "
+                              "row but sets different params or targets")
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# dvc commands
+
+
+def render_value(value: Any) -> str:
+    """A `-S` value DVC (Hydra) parses back to `value`: JSON scalars and lists, `{key:value}` maps."""
+    if isinstance(value, dict):
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][\w-]*", str(key)):
+                raise ConfigError(f"mapping key {key!r} cannot be written as a bare Hydra key")
+        return "{" + ",".join(f"{k}:{render_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(render_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def flag_key(flag: str) -> str:
+    """The dotted key of a `key=value` override, without Hydra's `+`."""
+    if "=" not in flag:
+        raise ConfigError(f"-S {flag!r}: expected key=value")
+    return flag.split("=", 1)[0].strip().lstrip("+")
+
+
+def param_paths(tree: dict, prefix: str = "") -> set[str]:
+    """Every dotted path of a nested mapping, interior nodes included (a whole section may be set)."""
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        if isinstance(value, dict):
+            out |= param_paths(value, path + ".")
+    return out
+
+
+def check_keys(exps: Iterable[Experiment], extra: Sequence[str], params: dict) -> None:
+    """Fail before queueing anything when an override names a key params.yaml lacks (a typo or stale key)."""
+    known = param_paths(params)
+    flags = [f"{k}=" for e in exps for k in e.set] + list(extra)
+    for flag in flags:
+        if not flag.lstrip().startswith("+") and flag_key(flag) not in known:
+            raise ConfigError(f"-S {flag_key(flag)}: not a key of params.yaml (prefix '+' to add a new one)")
+
+
+def command(exp: Experiment, extra: Sequence[str], mode: Literal["queue", "temp"]) -> list[str]:
+    """`dvc exp run --queue|--temp -n NAME -S ... TARGETS`; the row's own keys win over `extra`."""
+    own = {k.lstrip("+") for k in exp.set}
+    flags = [f"{k}={render_value(v)}" for k, v in exp.set.items()]
+    flags += [f for f in extra if flag_key(f) not in own]
+    return ["dvc", "exp", "run", f"--{mode}", "-n", exp.name,
+            *(w for f in flags for w in ("-S", f)), *exp.targets]
+
+
+def shell_line(argv: Sequence[str]) -> str:
+    """A command to copy into a shell (Hydra's quotes and braces survive it)."""
+    return shlex.join(argv)
+
+
+def dvc_executable() -> str:
+    """The dvc of this interpreter's environment (a venv's bin/ need not be on PATH), else PATH's."""
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.is_file() else (shutil.which("dvc") or "dvc")
+
+
+def run_dvc(argv: Sequence[str]) -> str:
+    """Run a dvc command to completion; its output, or an ExperimentError with DVC's own error line."""
+    try:
+        proc = subprocess.run([dvc_executable(), *argv[1:]], capture_output=True, text=True)
+    except OSError as e:
+        raise ExperimentError(f"cannot run dvc: {e}") from None
+    if proc.returncode != 0:
+        raise ExperimentError(f"`{' '.join(argv[:6])}` failed: {_dvc_error(proc.stderr + proc.stdout)}")
+    return proc.stdout + proc.stderr
+
+
+def _dvc_error(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1] if lines else "no output")
+    if conflict := re.search(r"conflicts with existing experiment '([^']+)'", first):
+        name = conflict.group(1)
+        return f"experiment {name!r} exists on this commit: `dvc exp remove {name}`, or commit, and rerun"
+    return first.removeprefix("ERROR:").strip()
+
+
+# --------------------------------------------------------------------------------------------------
+# foreground runs
+
+
+STAGE_LINES = {
+    "ran": re.compile(r"^Running stage '([^']+)'"),
+    "cached": re.compile(r"^Stage '([^']+)' is cached - skipping run"),
+    "unchanged": re.compile(r"^Stage '([^']+)' didn't change, skipping"),
+}
+
+
+@dataclass(frozen=True)
+class RowTiming:
+    """What one foreground row cost, and how much of it DVC's caches saved."""
+
+    exp: str
+    seconds: float
+    ran: int  # stages DVC executed
+    cached: int  # stages restored from the run-cache
+    unchanged: int  # stages whose lock already matched
+    returncode: int
+
+
+def count_stages(lines: Iterable[str]) -> dict[str, int]:
+    """Distinct stages per outcome, from DVC 3's `exp run` log lines."""
+    seen: dict[str, set[str]] = {key: set() for key in STAGE_LINES}
+    for line in lines:
+        for key, pattern in STAGE_LINES.items():
+            if match := pattern.match(line.strip()):
+                seen[key].add(match.group(1))
+    return {key: len(names) for key, names in seen.items()}
+
+
+def run_streaming(argv: Sequence[str], name: str, echo: Callable[[str], None]) -> RowTiming:
+    """Run one `dvc exp run --temp`, passing each output line to `echo` as it comes, and time it."""
+    start, lines = time.monotonic(), []
+    try:
+        proc = subprocess.Popen([dvc_executable(), *argv[1:]], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except OSError as e:
+        raise ExperimentError(f"cannot run dvc: {e}") from None
+    with proc:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            echo(lines[-1])
+    return RowTiming(name, round(time.monotonic() - start, 2), **count_stages(lines),
+                     returncode=proc.returncode)
+
+
+# --------------------------------------------------------------------------------------------------
+# dvc exp show
+
+
+@dataclass(frozen=True)
+class ExpResult:
+    """One named experiment as `dvc exp show` lists it."""
+
+    name: str
+    timestamp: str
+    state: Literal["done", "queued", "running", "failed"]
+    metrics: dict[str, Any]  # flattened dotted keys of every metrics file, merged
+
+
+def exp_show() -> list:
+    """`dvc exp show --json -A` of the current directory."""
+    return _parse_json(run_dvc(["dvc", "exp", "show", "--json", "-A"]), "dvc exp show --json -A")
+
+
+def read_exp_show(path: str | Path) -> list:
+    """A saved `dvc exp show --json -A` output."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    return _parse_json(path.read_text(), str(path))
+
+
+def _parse_json(text: str, where: str) -> list:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ExperimentError(f"{where}: not the JSON list `dvc exp show --json` prints ({e})") from None
+    if not isinstance(data, list):
+        raise ExperimentError(f"{where}: expected a JSON list of commits")
+    return data
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {"a.b.c": leaf}."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out |= flatten(value, path + ".") if isinstance(value, dict) else {path: value}
+    return out
+
+
+def parse_exp_show(commits: list) -> dict[str, ExpResult]:
+    """Experiments by name across all baselines; for a name run on several commits the newest wins."""
+    out: dict[str, ExpResult] = {}
+    for commit in commits:
+        for group in (commit or {}).get("experiments") or []:
+            for rev in group.get("revs") or []:
+                result = _result(rev, group.get("executor"))
+                if result and (result.name not in out or result.timestamp > out[result.name].timestamp):
+                    out[result.name] = result
+    return out
+
+
+_UNFINISHED = ("queued", "running", "failed")
+
+
+def _result(rev: dict, executor: dict | None) -> ExpResult | None:
+    if not rev.get("name"):
+        return None
+    data = rev.get("data") or {}
+    metrics: dict[str, Any] = {}
+    for entry in (data.get("metrics") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("data"), dict):
+            metrics |= flatten(entry["data"])
+    state = (executor or {}).get("state")
+    if rev.get("error"):
+        state = "failed"  # a failed run still lists the metrics files it found, stale or partial
+    return ExpResult(rev["name"], data.get("timestamp") or "", state if state in _UNFINISHED else "done",
+                     metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# reports
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """A table row as reported: our figures (scaled) or why there are none."""
+
+    label: str
+    exp: str
+    state: Literal["done", "queued", "running", "failed", "missing"]
+    ours: tuple[float | None, ...]  # scaled like the paper; None = no value
+    applicable: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A paper table with our figures filled in, plus what to run for the rows still empty."""
+
+    number: int
+    table: Ablation
+    rows: tuple[ReportRow, ...]
+    todo: tuple[tuple[str, str], ...]  # (experiment, what to run) for rows without results
+
+
+def build_report(number: int, table: Ablation, results: dict[str, ExpResult]) -> Report:
+    """Our figures beside the paper's for every row, and the commands that would fill the gaps."""
+    rows = tuple(_report_row(number, table, row, results.get(experiment_name(number, row)))
+                 for row in table.rows)
+    return Report(number, table, rows, _todo(number, table, rows))
+
+
+def _report_row(number: int, table: Ablation, row: Row, result: ExpResult | None) -> ReportRow:
+    keys = row_metrics(table, row)
+    ours = tuple(_scaled(result.metrics.get(k), c.scale) if result and k else None
+                 for k, c in zip(keys, table.columns, strict=True))
+    return ReportRow(row.label, experiment_name(number, row), result.state if result else "missing",
+                     ours, tuple(k is not None for k in keys))
+
+
+def _scaled(value: Any, scale: float) -> float | None:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value * scale if numeric else None
+
+
+def _todo(number: int, table: Ablation, rows: tuple[ReportRow, ...]) -> tuple[tuple[str, str], ...]:
+    if all(r.state == "missing" for r in rows):
+        return ((f"table {number}", f"ait ablate {number}"),)
+    exps = {e.name: e for e in experiments(number, table)}
+    todo = {r.exp: shell_line(command(exps[r.exp], [], "queue")) for r in rows if r.state == "missing"}
+    todo |= {r.exp: f"dvc queue logs {r.exp}" for r in rows if r.state == "failed"}
+    return tuple(todo.items())
+
+
+def ours_text(row: ReportRow, i: int, column: Column) -> str:
+    """Our cell: the number, "-" when not applicable, else why there is none (missing, queued, ...)."""
+    if not row.applicable[i]:
+        return "-"
+    if row.state != "done":
+        return row.state
+    value = row.ours[i]
+    return "absent" if value is None else f"{value:.{column.digits}f}"
+
+
+def paper_text(value: float | None, column: Column) -> str:
+    """The paper's cell, with the column's decimals."""
+    return "-" if value is None else f"{value:.{column.digits}f}"
+
+
+def cells(report: Report) -> list[list[str]]:
+    """Rows of text: label, then (ours, paper) per column."""
+    out = []
+    for row, spec in zip(report.rows, report.table.rows, strict=True):
+        texts = [row.label]
+        for i, column in enumerate(report.table.columns):
+            texts += [ours_text(row, i, column), paper_text(spec.paper[i], column)]
+        out.append(texts)
+    return out
+
+
+def headers(table: Ablation) -> list[str]:
+    """`row`, then "<column>: ours" and "<column>: paper (<dataset>)" per column."""
+    out = ["row"]
+    for c in table.columns:
+        out += [f"{c.header}: ours", f"{c.header}: paper ({c.dataset})"]
+    return out
+
+
+PAPER_NOTE = "paper: the published figures, NYUv2 depth / COCO val instances at full scale"
+
+
+def render_markdown(report: Report) -> str:
+    """A GitHub-markdown section: heading, pipe table, caveats and the commands for missing rows."""
+    head = headers(report.table)
+    lines = [f"### Table {report.number} — {report.table.title}", "", _md_row(head),
+             "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
+    lines += [_md_row(row) for row in cells(report)]
+    lines += ["", f"{PAPER_NOTE}; ours: this project's `dvc exp` runs."]
+    if report.table.note:
+        lines += ["", report.table.note]
+    if report.todo:
+        lines += ["", "Rows without results:", ""] + [f"- `{exp}`: `{cmd}`" for exp, cmd in report.todo]
+    return "\n".join(lines)
+
+
+def _md_row(texts: Sequence[str]) -> str:
+    return "| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |"

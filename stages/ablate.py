@@ -1,0 +1,110 @@
+"""`ait ablate TABLE` — the DVC experiments that reproduce one of the paper's ablation tables.
+
+    ait ablate 7                                   # queue one experiment per row, then `dvc queue start`
+    ait ablate 5 -S tokenizer.depth.train.crop_size=96 --dry-run
+    ait ablate 7 --row hard --row both --run
+    ait ablate 1 $(ait preset presets/paper.yaml) --run --timings results/ablate_t1.json
+
+The rows live in ablations.yaml: each is `dvc exp run -n t<TABLE>-<row> -S ... TARGETS`. Extra `-S`
+apply to every row except for the keys the row sets itself. `--run` runs the rows one after the
+other with `--temp` (the workspace is untouched) and reports how many stages DVC ran, restored from
+its run-cache or found unchanged, which is where the shared-solver rows of Table 7 save their time.
+`ait report TABLE` reads the results back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import ConfigError, read_params
+from pipeline.experiments import (
+    ExperimentError,
+    RowTiming,
+    check_keys,
+    command,
+    get_table,
+    load_ablations,
+    run_dvc,
+    run_streaming,
+    select,
+    shell_line,
+)
+from stages.ui import PARAMS_HELP, console, fail_cleanly
+
+ABLATIONS_HELP = "the paper's ablation tables (rows, overrides, paper numbers)"
+
+
+@fail_cleanly
+def main(
+    table: Annotated[str, typer.Argument(help="the paper's table number (see ablations.yaml)")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-S", help="extra key=value override for every row (repeatable, as dvc exp run -S)")] = None,
+    rows: Annotated[list[str] | None, typer.Option("--row", help="only this row id (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the dvc commands only")] = False,
+    run: Annotated[bool, typer.Option("--run", help="run the rows now, one by one, in temp dirs")] = False,
+    timings: Annotated[Path | None, typer.Option(help="with --run: write per-row timings (JSON)")] = None,
+    ablations: Annotated[Path, typer.Option(help=ABLATIONS_HELP)] = Path("ablations.yaml"),
+    params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),
+) -> None:
+    """Queue (default), print (--dry-run) or run (--run) one DVC experiment per row of a paper TABLE."""
+    if dry_run and run:
+        raise ConfigError("--dry-run and --run exclude each other")
+    number, spec = get_table(load_ablations(ablations), table)
+    exps = select(number, spec, rows or [])
+    extra = list(set_ or [])
+    check_keys(exps, extra, read_params(params))
+    commands = [command(e, extra, "temp" if run else "queue") for e in exps]
+    if dry_run:
+        for argv in commands:
+            typer.echo(shell_line(argv))
+    elif run:
+        _run(commands, [e.name for e in exps], timings)
+    else:
+        _queue(commands, [e.name for e in exps], number)
+
+
+def _queue(commands: list[list[str]], names: list[str], number: int) -> None:
+    for argv, name in zip(commands, names, strict=True):
+        run_dvc(argv)
+        console.print(f"queued {name}", highlight=False)
+    console.print(f"\n{len(commands)} experiment(s) queued. Run and follow them with", highlight=False)
+    for hint in ("dvc queue start          # one worker; -j N for N at once",
+                 "dvc queue status", "dvc queue logs NAME", f"ait report {number}"):
+        console.print(f"  {hint}", markup=False, highlight=False)
+
+
+def _run(commands: list[list[str]], names: list[str], timings: Path | None) -> None:
+    done: list[RowTiming] = []
+    for argv, name in zip(commands, names, strict=True):
+        console.print(f"$ {shell_line(argv)}", style="bold", markup=False, highlight=False, soft_wrap=True)
+        done.append(run_streaming(argv, name, _echo))
+        if done[-1].returncode != 0:
+            break
+    if timings:
+        timings.parent.mkdir(parents=True, exist_ok=True)
+        timings.write_text(json.dumps([asdict(t) for t in done], indent=2) + "\n")
+    Console().print(_timing_table(done))
+    if done[-1].returncode != 0:
+        raise ExperimentError(f"{done[-1].exp}: `dvc exp run --temp` exited with {done[-1].returncode} "
+                              "(its output is above)")
+
+
+def _echo(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _timing_table(done: list[RowTiming]) -> Table:
+    table = Table(title="ablation rows: DVC stages per row",
+                  caption="cached: restored from DVC's run-cache; unchanged: dvc.lock already matched")
+    for col in ("experiment", "seconds", "ran", "cached", "unchanged"):
+        table.add_column(col, justify="left" if col == "experiment" else "right")
+    for t in done:
+        table.add_row(t.exp, f"{t.seconds:.1f}", str(t.ran), str(t.cached), str(t.unchanged))
+    return table
