@@ -19,15 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.experiments import (
+from pipeline.experiments import get_table, load_ablations
+from pipeline.report import (
     PAPER_NOTE,
     Report,
     build_report,
     cells,
     exp_show,
-    get_table,
     headers,
-    load_ablations,
     parse_exp_show,
     read_exp_show,
     render_markdown,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from stages.preset import leaves
 from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_each_inference_switch_changes_only_evaluation_stages(repo):
     dvc = str(Path(sys.executable).parent / "dvc")
     text = (root / "params.yaml").read_text()
     params = yaml.safe_load(text)
-    keys = [k for k in _leaves(params["evaluate"], "evaluate.")]
+    keys = [key for key, _ in leaves(params["evaluate"], "evaluate.")]
     assert {"evaluate.depth.soft_input", "evaluate.insseg.top_p", "evaluate.tokenizer.depth.tau"} <= set(keys)
     for key in keys:
         changed = merge(params, _nested(key, _toggled(_get(params, key))))
@@ -101,13 +102,6 @@ def test_each_inference_switch_changes_only_evaluation_stages(repo):
         assert status, f"{key}: no stage reads it"
         training = sorted(s for s in status if not s.startswith(("evaluate@", "eval_tokenizer@")))
         assert not training, f"{key} (inference only) invalidates {training}"
-
-
-def _leaves(tree: dict, prefix: str) -> list[str]:
-    out = []
-    for key, value in tree.items():
-        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
-    return out
 
 
 def _get(tree: dict, key: str):

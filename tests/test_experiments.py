@@ -13,14 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.config import SECTIONS, ConfigError, from_dict
-from pipeline.experiments import (
-    build_report,
-    count_stages,
-    experiment_name,
-    load_ablations,
-    param_paths,
-    parse_exp_show,
-)
+from pipeline.experiments import count_stages, experiment_name, load_ablations, param_paths
+from pipeline.report import build_report, parse_exp_show
 from stages import ablate, report
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,17 +19,14 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.config import record_reads
+from stages.preset import leaves
 from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
 
-def _leaves(tree: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        out += _leaves(value, path + ".") if isinstance(value, dict) and value else [path]
-    return out
+def _leaves(tree: dict) -> list[str]:
+    return [key for key, _ in leaves(tree)]
 
 
 def _under(key: str, prefixes: set[str] | list[str]) -> bool:
@@ -100,10 +97,10 @@ def test_every_key_a_stage_reads_is_declared(recorded):
 
 
 def test_every_declared_key_is_read(recorded, tmp_path):
-    leaves = _leaves(merge(tiny_params(tmp_path), TINY_PIPELINE))
+    keys = _leaves(merge(tiny_params(tmp_path), TINY_PIPELINE))
     needless = {}
     for name, (reads, declared) in recorded.items():
-        unread = {k for k in leaves if _under(k, declared) and not _under(k, reads)}
+        unread = {k for k in keys if _under(k, declared) and not _under(k, reads)}
         if unread != UNREAD_BY_DESIGN.get(name, set()):
             needless[name] = sorted(unread)
     assert not needless, f"declared in dvc.yaml but never read (needless re-runs): {needless}"
