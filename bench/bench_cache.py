@@ -5,10 +5,17 @@ Prints one JSON object with, per task (depth, insseg):
     views / mask crops); `tokenise_sps`: the same plus the batched tokenizer encode; `build_sps`: the
     whole `build_cache` (shards + zarr + manifest); and the ratios `tokenise_over_decode`,
     `build_over_decode`;
-(b) `solver_cached_sps`: samples/s of a solver-like input pipeline over the cache (WebDataset pipeline:
-    decode image + tokens, pick a random cached view / keep the instance tokens), against
-    `solver_on_the_fly_sps`: decoding the raw labels and tokenising them with the frozen tokenizer on
-    the same device per batch, as the official code does (AiT ref §7.1); and `cached_over_on_the_fly`.
+(b) `solver_cached_sps`: samples/s of the solver's own input pipeline over the cache (`DepthDecoder` /
+    `InssegDecoder` with the params' `solver.<task>` augmentation: a random cached view; the configured
+    LSJ jitter), including the fallback encodes the solver performs for instance boxes the jitter window
+    truncates (`InssegHead.targets`; `fallback_fraction` is the share of objects encoded so), against
+    `solver_on_the_fly_sps`: the same pipeline with every depth view / object crop encoded by the frozen
+    tokenizer on the same device per batch, as the official code does (AiT ref §7.1); and
+    `cached_over_on_the_fly`. Jittered duplicate boxes are encoded on the fly in both and left out of both.
+
+Every path runs once as a warm-up, then `--repeats` times: `*_sps` is the best run, `*_sps_median` the
+median; ratios use the best of each side. `precision` says whether CUDA fp32 may use TF32 (off unless
+`--allow-tf32`).
 
 Data: the embedded demo rendered into a temp dir from `--params` (default params.yaml), prepared, with
 seeded random-init tokenizers of the params' architecture (throughput does not depend on training), or
@@ -21,37 +28,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import tempfile
-import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from _timing import set_precision, times
+from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import CacheConfig, TokenizerTaskConfig, load_section
-from pipeline.data.coco import segmentation_to_mask
-from pipeline.data.nyu import read_depth_metres, read_rgb
+from pipeline.config import CacheConfig, DepthTaskConfig, InssegTaskConfig, TokenizerTaskConfig, load_section
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
 from pipeline.runtime import pick_device
-from pipeline.solver.augment import depth_view
-from pipeline.tokenizers.data import instance_index
-from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
+from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
+from pipeline.solver.steps import DepthHead, InssegHead
 from pipeline.tokens.build import DepthItems, InssegItems, Tokenizer, build_cache, encode_inputs, make_plan
-from pipeline.tokens.read import decode_sample, token_pipeline
+from pipeline.tokens.read import token_pipeline
 from stages.cli import app
 
 VARIANTS = {"depth": "depth_mask50", "insseg": "insseg"}
 SPLITS = {"depth": ("train", "test"), "insseg": ("train", "val")}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+TASK_CONFIG = {"depth": DepthTaskConfig, "insseg": InssegTaskConfig}
 
 
 def _project(params: Path, root: Path) -> Path:
@@ -75,8 +76,9 @@ def _as_is(x):
     return x
 
 
-def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.device, out: Path) -> dict:
-    """(a) decode-only vs decode + encode vs the whole build, samples/s."""
+def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.device, out: Path,
+                repeats: int) -> dict:
+    """(a) decode-only vs decode + encode vs the whole build, samples/s (best and median)."""
     splits = {s: sorted(read_jsonl(project / f"data/prepared/{task}/{s}.jsonl"), key=lambda r: r["key"])
               for s in SPLITS[task]}
     records = splits["train"]
@@ -84,9 +86,8 @@ def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.dev
     data = (DepthItems(records, list(plan.views), plan.crop_size) if task == "depth"
             else InssegItems(records, plan.crop_size))
 
-    def run(encode: bool) -> float:
+    def run(encode: bool) -> None:
         loader = DataLoader(data, batch_size=None, num_workers=cfg.num_workers, collate_fn=_as_is)
-        start = time.perf_counter()
         batch: list[np.ndarray] = []
         for item in loader:
             batch.append(item.inputs)
@@ -95,105 +96,88 @@ def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.dev
                 batch = []
         if encode and batch:
             encode_inputs(tok.model, np.concatenate(batch), cfg.batch_size, device, plan.dtype)
-        _sync(device)
-        return len(records) / (time.perf_counter() - start)
 
     tok.model.eval().to(device)
-    run(True)  # warm-up: file cache, allocator, cudnn
-    decode_sps, tokenise_sps = run(False), run(True)
-    start = time.perf_counter()
-    build_cache(out, task, splits, tok, cfg, device)
-    build_sps = sum(len(r) for r in splits.values()) / (time.perf_counter() - start)
-    return {"samples": len(records), "decode_only_sps": round(decode_sps, 1),
-            "tokenise_sps": round(tokenise_sps, 1), "build_sps": round(build_sps, 1),
-            "tokenise_over_decode": round(tokenise_sps / decode_sps, 3),
-            "build_over_decode": round(build_sps / decode_sps, 3)}
+    total = sum(len(r) for r in splits.values())
+    cats = project / "data/prepared/insseg/categories.json"
+    categories = json.loads(cats.read_text()) if task == "insseg" else None
+    paths = (out.with_name(f"{out.name}-{i}") for i in range(repeats + 1))  # build_cache needs a new dir
+    report = {"samples": len(records)}
+
+    def build() -> None:
+        build_cache(next(paths), task, splits, tok, cfg, device, categories=categories)
+
+    for name, fn, n in (("decode_only", lambda: run(False), len(records)),
+                        ("tokenise", lambda: run(True), len(records)), ("build", build, total)):
+        t = times(fn, repeats, device)
+        report |= {f"{name}_sps": round(n / min(t), 1),
+                   f"{name}_sps_median": round(n / statistics.median(t), 1)}
+    shutil.copytree(out.with_name(f"{out.name}-0"), out)  # the cache (b) reads
+    return report | {"tokenise_over_decode": round(report["tokenise_sps"] / report["decode_only_sps"], 3),
+                     "build_over_decode": round(report["build_sps"] / report["decode_only_sps"], 3)}
 
 
-class CachedDepthSample:
-    """Solver-like decode of a cached depth sample: a random cached view's RGB crop and its tokens."""
-
-    def __call__(self, sample: dict) -> dict:
-        s = decode_sample(sample)
-        rng = np.random.default_rng(zlib.crc32(s["key"].encode()))
-        v = int(rng.integers(len(s["views"])))
-        view = s["views"][v]
-        rgb, _ = depth_view(s["rgb"], s["depth"], view["flip"], view["x"], s["depth"].shape[0])
-        return {"rgb": rgb, "tokens": s["tokens"][v]}
-
-
-class RawDepth(Dataset):
-    """On-the-fly solver input: RGB + GT depth, random flip and full-height crop (AiT ref §6.1)."""
-
-    def __init__(self, records: list[dict], crop: int) -> None:
-        self.records, self.crop = records, crop
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        r = self.records[i]
-        rgb, depth = read_rgb(r["rgb"]), read_depth_metres(r["depth"])
-        rng = np.random.default_rng(i)
-        if rng.random() < 0.5:
-            rgb, depth = rgb[:, ::-1], depth[:, ::-1]
-        x = int(rng.integers(depth.shape[1] - self.crop + 1))
-        return (np.ascontiguousarray(rgb[:, x : x + self.crop]),
-                np.ascontiguousarray(depth[:, x : x + self.crop], dtype=np.float32))
+def _solver_inputs(task: str, cache: Path, cfg, batch_size: int, workers: int):
+    """The solver's own loader over the cache: `DepthDecoder` / `InssegDecoder` (the configured LSJ
+    jitter, flips, colour draws) and its collate, as `stages.train_solver` wires it."""
+    m = json.loads((cache / "manifest.json").read_text())
+    if task == "depth":
+        decode, collate = DepthDecoder(m["views"]["crop_size"], cfg.augment, seed=0), collate_depth
+    else:
+        ids = [c["id"] for c in m["categories"]]
+        decode = InssegDecoder(cfg.image_size, cfg.scale_range, cfg.color_jitter, ids, m["mask_crop_size"], 0)
+        collate = collate_insseg
+    pipe = token_pipeline(cache, "train", batch_size, seed=0, shuffle=100, decode=decode,
+                          num_workers=workers, world_size=1, collate=collate)
+    return DataLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
 
-class RawInsseg(Dataset):
-    """On-the-fly solver input: image + every tokenisable instance's box crop, flipped with p = 0.5."""
+def _tokens_of_batch(task: str, head, batch: dict, device: torch.device, cached: bool) -> float:
+    """Mask / depth tokens of one solver batch -> the share of objects encoded on the fly.
 
-    def __init__(self, records: list[dict], crop: int) -> None:
-        self.records, self.crop = records, crop
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        r = self.records[i]
-        flip = np.random.default_rng(i).random() < 0.5
-        crops = []
-        for _, a in instance_index([r]):
-            ann = r["annotations"][a]
-            c = crop_instance_mask(segmentation_to_mask(ann["segmentation"], r["height"], r["width"]),
-                                   ann["bbox"], self.crop)
-            crops.append(flip_crop(c) if flip else c)
-        stack = np.stack(crops) if crops else np.zeros((0, self.crop, self.crop), np.float32)
-        return read_rgb(r["image"]), stack.astype(np.float32)
+    cached: the cache's tokens, plus the fallback encodes the solver really performs (instance boxes the
+    LSJ window truncates: `InssegHead.targets`); on the fly: every depth view / every object crop goes
+    through the frozen tokenizer, as the official code does for all of them (AiT ref §7.1)."""
+    if task == "depth":
+        if not cached:
+            head.tokenizer.encode(batch["depth"].to(device))
+        return 0.0 if cached else 1.0
+    if not cached:
+        batch = {**batch, "objects": [[{**o, "indices": None} for o in objs] for objs in batch["objects"]]}
+    return head.targets(batch, device)[2]
 
 
-def _collate(batch: list) -> list:
-    return batch
+def _epoch_rate(task: str, cache: Path, cfg, head, device: torch.device, loader: tuple[int, int],
+                repeats: int, cached: bool) -> tuple[list[float], int, float]:
+    """Wall times of one pass over the cache's train split, its sample count, the mean fallback share."""
+    counts, fractions = [], []
+
+    def epoch() -> None:
+        n = 0
+        with torch.no_grad():
+            for batch in _solver_inputs(task, cache, cfg, *loader):
+                fractions.append(_tokens_of_batch(task, head, batch, device, cached))
+                n += len(batch["keys"])
+        counts.append(n)
+
+    return times(epoch, repeats, device), counts[-1], float(np.mean(fractions))
 
 
-def bench_solver_input(task: str, project: Path, cache: Path, tok: Tokenizer, device: torch.device,
-                       batch_size: int, workers: int) -> dict:
-    """(b) samples/s of reading the cache vs decoding labels and tokenising on the fly."""
-    records = read_jsonl(project / f"data/prepared/{task}/train.jsonl")
-    decode = CachedDepthSample() if task == "depth" else decode_sample
-    pipeline = token_pipeline(cache, "train", batch_size, seed=0, shuffle=100, decode=decode,
-                              num_workers=workers, world_size=1)
-    start = time.perf_counter()
-    cached = sum(len(b) for b in DataLoader(pipeline, batch_size=None, num_workers=workers))
-    cached_sps = cached / (time.perf_counter() - start)
-
-    manifest = json.loads((cache / "manifest.json").read_text())
-    crop = manifest["views"]["crop_size"] if task == "depth" else manifest["mask_crop_size"]
-    data = RawDepth(records, crop) if task == "depth" else RawInsseg(records, crop)
-    loader = DataLoader(data, batch_size=batch_size, drop_last=True, num_workers=workers, collate_fn=_collate)
-    start, n = time.perf_counter(), 0
-    for batch in loader:
-        inputs = torch.from_numpy(np.concatenate([b[1][None] if task == "depth" else b[1] for b in batch]))
-        if len(inputs):
-            tok.model.encode(inputs[:, None].to(device))
-        n += len(batch)
-    _sync(device)
-    fly_sps = n / (time.perf_counter() - start)
-    return {"batch_size": batch_size, "solver_cached_sps": round(cached_sps, 1),
-            "solver_on_the_fly_sps": round(fly_sps, 1),
-            "cached_over_on_the_fly": round(cached_sps / fly_sps, 3)}
+def bench_solver_input(task: str, cache: Path, tok: Tokenizer, cfg, device: torch.device,
+                       loader: tuple[int, int], repeats: int) -> dict:
+    """(b) solver input samples/s, `loader` = (batch size, workers): cached tokens (+ the real fallback
+    encodes) vs tokenising on the fly."""
+    tok.model.eval().to(device)
+    m = json.loads((cache / "manifest.json").read_text())
+    head = DepthHead(tok.model, cfg) if task == "depth" else InssegHead(tok.model, cfg, m["mask_crop_size"])
+    out: dict = {"batch_size": loader[0]}
+    for name, cached in (("solver_cached", True), ("solver_on_the_fly", False)):
+        t, n, fallback = _epoch_rate(task, cache, cfg, head, device, loader, repeats, cached)
+        out |= {f"{name}_sps": round(n / min(t), 1), f"{name}_sps_median": round(n / statistics.median(t), 1)}
+        if cached:
+            out["fallback_fraction"] = round(fallback, 4)
+    out["cached_over_on_the_fly"] = round(out["solver_cached_sps"] / out["solver_on_the_fly_sps"], 3)
+    return out
 
 
 def main() -> None:
@@ -203,20 +187,25 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: AIT_DEVICE or auto)")
     parser.add_argument("--batch-size", type=int, default=8, help="solver batch (images)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the solver pipelines")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path after a warm-up")
+    parser.add_argument("--allow-tf32", action="store_true", help="let CUDA fp32 matmuls/convs use TF32")
     args = parser.parse_args()
 
     device = pick_device(args.device)
     cache_cfg = load_section(args.params, "cache", CacheConfig)
-    report: dict = {"device": str(device), "torch_threads": torch.get_num_threads()}
+    report: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
+                    "precision": set_precision(args.allow_tf32)}
     with tempfile.TemporaryDirectory() as tmp:
         project = args.project or _project(args.params, Path(tmp) / "project")
         for task, variant in VARIANTS.items():
             model, config = checkpoint.load_vqvae(project / "models/tokenizer" / variant)
             tok = Tokenizer(model, config, str(project / "models/tokenizer" / variant))
             cache = Path(tmp) / "tokens" / variant
-            report[task] = bench_build(task, project, getattr(cache_cfg, task), tok, device, cache)
-            report[task].update(bench_solver_input(task, project, cache, tok, device, args.batch_size,
-                                                   args.workers))
+            solver_cfg = load_section(args.params, f"solver.{task}", TASK_CONFIG[task])
+            build_cfg = getattr(cache_cfg, task)
+            report[task] = bench_build(task, project, build_cfg, tok, device, cache, args.repeats)
+            report[task] |= bench_solver_input(task, cache, tok, solver_cfg, device,
+                                               (args.batch_size, args.workers), args.repeats)
     print(json.dumps(report, indent=2, sort_keys=True))
 
 

@@ -8,7 +8,6 @@ GitHub markdown (`render_markdown`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from pipeline.experiments import (
     run_dvc,
     shell_line,
 )
+from pipeline.summary import md_row
 
 # --------------------------------------------------------------------------------------------------
 # dvc exp show
@@ -197,9 +197,9 @@ PAPER_NOTE = "paper: the published figures, NYUv2 depth / COCO val instances at 
 def render_markdown(report: Report) -> str:
     """A GitHub-markdown section: heading, pipe table, caveats and the commands for missing rows."""
     head = headers(report.table)
-    lines = [f"### Table {report.number} — {report.table.title}", "", _md_row(head),
+    lines = [f"### Table {report.number} — {report.table.title}", "", md_row(head),
              "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
-    lines += [_md_row(row) for row in cells(report)]
+    lines += [md_row(row) for row in cells(report)]
     lines += ["", f"{PAPER_NOTE}; ours: this project's `dvc exp` runs."]
     if report.table.note:
         lines += ["", report.table.note]
@@ -207,6 +207,3 @@ def render_markdown(report: Report) -> str:
         lines += ["", "Rows without results:", ""] + [f"- `{exp}`: `{cmd}`" for exp, cmd in report.todo]
     return "\n".join(lines)
 
-
-def _md_row(texts: Sequence[str]) -> str:
-    return "| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |"

@@ -28,7 +28,7 @@ from pipeline.headline import headline_path, solver_headline
 from pipeline.io import atomic_dir, read_jsonl, write_json, write_json_atomic
 from pipeline.models.ait import load_solver
 from pipeline.runtime import pick_device
-from pipeline.solver.evaluate import evaluate_depth, evaluate_insseg, train_mean_depth
+from pipeline.solver.evaluate import evaluate_depth, evaluate_insseg, train_depth_baselines
 from pipeline.tokens.manifest import check_tokenizer, read_manifest
 from pipeline.viz import save_png
 from stages.live import open_live
@@ -74,10 +74,10 @@ def _evaluate_task(task: str, model, vocab, config: dict, paths: dict[str, Path]
     cfg = from_dict(TASK_CONFIG[task], config["task_configs"][task], where)
     records = _records(paths["prepared"], task, opts.max_images)
     if task == "depth":
-        with progress("evaluate: training mean depth") as cb:
-            mean_map = train_mean_depth(_records(paths["prepared"], task, 0, split="train"), cb)
+        with progress("evaluate: training depth statistics") as cb:
+            baselines = train_depth_baselines(_records(paths["prepared"], task, 0, split="train"), cb)
         with progress("evaluate depth") as cb:
-            metrics, panels = evaluate_depth(model, tokenizer, vocab, records, mean_map,
+            metrics, panels = evaluate_depth(model, tokenizer, vocab, records, baselines,
                                              manifest["views"]["crop_size"], opts, cb)
         return metrics, None, panels
     categories = json.loads((paths["prepared"] / "insseg" / "categories.json").read_text())

@@ -10,7 +10,12 @@ import torch
 
 from pipeline.losses import mse_ignore_zero, silog_loss
 from pipeline.metrics import depth as M
-from pipeline.tokenizers.baselines import depth_interp_decode, depth_interp_encode, depth_interp_reconstruct
+from pipeline.tokenizers.baselines import (
+    depth_interp_decode,
+    depth_interp_encode,
+    depth_interp_reconstruct,
+    valid_cell_means,
+)
 from pipeline.tokenizers.mask_augment import num_masked_patches, random_patch_mask
 
 # Two valid pixels: pred [2, 1], gt [1, 1] -> thr [2, 1], d [1, 0], e [ln 2, 0].
@@ -131,3 +136,23 @@ def test_depth_interpolation_baseline():
     assert depth_interp_encode(torch.full((1, 1, 4, 4), 25.0), (1, 1)).item() == 127
     ramp = torch.linspace(1, 5, 96).expand(1, 1, 64, 96)
     assert (depth_interp_reconstruct(ramp, (2, 3)) - ramp).abs().mean() < 0.3
+
+
+def test_fair_interpolation_ignores_holes_and_fills_empty_cells_from_the_nearest():
+    # 4x6 map on a 2x3 grid of 2x2 cells; 0 m = sensor hole.
+    depth = torch.tensor([[2.0, 0.0, 5.0, 5.0, 0.0, 0.0],
+                          [4.0, 0.0, 5.0, 5.0, 0.0, 0.0],
+                          [0.0, 0.0, 1.0, 3.0, 8.0, 8.0],
+                          [0.0, 0.0, 1.0, 3.0, 8.0, 0.0]])[None, None]
+    cells = valid_cell_means(depth, (2, 3))[0]
+    # top row: mean of {2, 4} = 3; all 5; empty -> nearest valid is (0,1)=5 and (1,2)=8 at distance 1:
+    # the tie goes to the lower row-major index, (0,1). bottom: empty -> (0,0)=3 (distance 1, first);
+    # mean of {1, 3, 1, 3} = 2; mean of {8, 8, 8} = 8 (the hole is not averaged in as 0 m).
+    assert cells.tolist() == [[3.0, 5.0, 5.0], [3.0, 2.0, 8.0]]
+    # the literal rule samples the holes: its (1, 2) cell is pulled below 8 m, its (1, 0) cell is 0 m
+    literal = depth_interp_encode(depth, (2, 3), "literal")[0]
+    fair = depth_interp_encode(depth, (2, 3), "fair")[0]
+    assert fair[1, 0] == int(3.0 * 12.8) and literal[1, 0] == 0
+    assert fair[1, 2] == int(8.0 * 12.8) > literal[1, 2]
+    # an all-hole map has nothing to average: bin 0 everywhere rather than NaN
+    assert (depth_interp_encode(torch.zeros(1, 1, 4, 6), (2, 3)) == 0).all()

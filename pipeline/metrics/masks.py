@@ -30,6 +30,15 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return rle
 
 
+def box_iou(boxes: Sequence[Sequence[float]], others: Sequence[Sequence[float]]) -> np.ndarray:
+    """IoU of xywh `boxes` (N) against xywh `others` (M) -> (N, M) float, by pycocotools' rules."""
+    from pycocotools import mask as mask_utils
+
+    if not len(boxes) or not len(others):
+        return np.zeros((len(boxes), len(others)))
+    return np.asarray(mask_utils.iou([list(b) for b in boxes], [list(o) for o in others], [0] * len(others)))
+
+
 def _load_results(coco_gt, results: Sequence[dict[str, Any]]):
     from pycocotools.coco import COCO
 

@@ -7,7 +7,9 @@
 - masks: every non-crowd instance is cropped at its rounded GT box, reconstructed, pasted back,
   thresholded at 0.5 and scored with COCO mask AP using the GT class and score 1 (AiT ref §1.5).
 
-Both report the interpolation-tokenizer baseline of the paper's Table 12 next to the VQ-VAE.
+Both report the interpolation-tokenizer baseline of the paper's Table 12 next to the VQ-VAE; for depth
+`interp_baseline` is the fair reduction that ignores the sensor's holes and `interp_literal` the plain
+bilinear resample that samples them as 0 m (`baselines.py`).
 The soft decode of a tokenizer on its own needs logits: we use the negative squared distances of
 each latent to the codes, so softmax(tau · logits) weighs nearby codes (tau → ∞ is the hard decode).
 """
@@ -76,7 +78,8 @@ def evaluate_depth(model: VQVAE, records: Sequence[dict], tau: float, device: to
         preds = reconstruct(model, x, tau)
         used.append(preds.pop("indices"))
         grid = (-(-gt.shape[0] // model.cfg.downsample_ratio), -(-gt.shape[1] // model.cfg.downsample_ratio))
-        preds["interp_baseline"] = depth_interp_reconstruct(x, grid)
+        preds["interp_baseline"] = depth_interp_reconstruct(x, grid, "fair")
+        preds["interp_literal"] = depth_interp_reconstruct(x, grid, "literal")
         complete = read_depth_metres(record["complete_depth"]) if record.get("complete_depth") else None
         for name, pred in preds.items():
             pred = pred[0, 0].float().cpu().numpy().clip(min=MIN_DEPTH)  # AiT clips at 1e-3

@@ -1,0 +1,54 @@
+"""`ait summary`: the README's results tables are read back from stage outputs, every figure from its file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _depth_metrics(rmse: float) -> dict:
+    return {"rmse": rmse, "abs_rel": rmse / 4, "d1": 1 - rmse / 2}
+
+
+def test_summary_markdown_puts_every_method_beside_its_baselines(tmp_path):
+    results = tmp_path / "results"
+    _write(results / "eval_tokenizer/depth_a/metrics.json", {
+        "task": "depth", "variant": "depth_a",
+        "vqvae_hard": {"rmse": 0.11, "hole_rmse": 0.81}, "vqvae_soft": {"rmse": 0.12},
+        "interp_baseline": {"rmse": 0.21, "hole_rmse": 0.91},
+        "interp_literal": {"rmse": 0.31, "hole_rmse": 2.41}})
+    _write(results / "evaluate/joint/metrics.json", {
+        "depth": {"model": _depth_metrics(1.0), "mean_depth_baseline": _depth_metrics(0.8),
+                  "median_depth_baseline": _depth_metrics(0.9), "tokenizer_upper_bound": _depth_metrics(0.2),
+                  "rmse_gain_vs_mean": -0.25,
+                  "spread_vs_mean_map": {"deviation_ratio": 0.031, "deviation_correlation": -0.12}},
+        "insseg": {"bbox": {"AP": 0.5, "AP50": 0.6}, "segm": {"AP": 0.25, "AP50": 0.3},
+                   "hits": {"gt_found": 8, "gt_objects": 96, "gt_found_right_class": 4},
+                   "prior_baseline": {"bbox": {"AP": 0.01, "AP50": 0.02}, "segm": {"AP": 0.03, "AP50": 0.04},
+                                      "hits": {"gt_found": 5, "gt_objects": 96, "gt_found_right_class": 2}}}})
+    result = CliRunner().invoke(app, ["summary", "--md", "--prepared", str(tmp_path / "none"),
+                                      "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "| depth_a | RMSE (m) | 0.1100 | 0.1200 | 0.2100 | 0.3100 | 0.8100 | 0.9100 | 2.4100 |" in lines
+    assert "| joint | depth rmse | 1.0000 | 0.8000 | 0.9000 | -25.0% | 0.2000 |" in lines
+    assert "| joint | depth spread vs mean map | 0.03 (corr -0.12) | 0.00 |  |  |  |" in lines
+    assert "| joint | insseg segm AP50 | 0.3000 | 0.0400 |  |  |  |" in lines
+    hits = "| joint | insseg GT objects found (IoU>=0.5; right class) | 8/96 (4) | 5/96 (2) |  |  |  |"
+    assert hits in lines
+    assert "prepared datasets" not in result.output  # no report.json: no table, no invented row
+
+
+def test_summary_without_outputs_says_what_to_run(tmp_path):
+    args = ["summary", "--md", "--prepared", str(tmp_path), "--results", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "run `dvc repro`" in result.output
