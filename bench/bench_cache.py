@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -58,9 +59,9 @@ TASK_CONFIG = {"depth": DepthTaskConfig, "insseg": InssegTaskConfig}
 def _project(params: Path, root: Path) -> Path:
     """Render the demo, prepare it and save random-init tokenizers under `root`."""
     runner = CliRunner()
-    steps = [["data", "demo", "--out", str(root / "data/demo")]]
-    steps += [["prepare", t, "--out", str(root / "data/prepared" / t)] for t in ("depth", "insseg")]
-    for args in steps:
+    root.mkdir(parents=True)
+    os.chdir(root)  # the params' dataset roots and the prepared records' paths are relative to it
+    for args in (["data", "demo"], ["prepare", "depth"], ["prepare", "insseg"]):
         result = runner.invoke(app, [*args, "--params", str(params)])
         assert result.exit_code == 0, result.output
     for task, variant in VARIANTS.items():
@@ -196,16 +197,19 @@ def main() -> None:
     report: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
                     "precision": set_precision(args.allow_tf32)}
     with tempfile.TemporaryDirectory() as tmp:
-        project = args.project or _project(args.params, Path(tmp) / "project")
+        params, here = args.params.resolve(), Path.cwd()
+        project = args.project.resolve() if args.project else _project(params, Path(tmp) / "project")
+        os.chdir(project)  # the prepared records' paths are relative to the project
         for task, variant in VARIANTS.items():
             model, config = checkpoint.load_vqvae(project / "models/tokenizer" / variant)
             tok = Tokenizer(model, config, str(project / "models/tokenizer" / variant))
             cache = Path(tmp) / "tokens" / variant
-            solver_cfg = load_section(args.params, f"solver.{task}", TASK_CONFIG[task])
+            solver_cfg = load_section(params, f"solver.{task}", TASK_CONFIG[task])
             build_cfg = getattr(cache_cfg, task)
             report[task] = bench_build(task, project, build_cfg, tok, device, cache, args.repeats)
             report[task] |= bench_solver_input(task, cache, tok, solver_cfg, device,
                                                (args.batch_size, args.workers), args.repeats)
+        os.chdir(here)
     print(json.dumps(report, indent=2, sort_keys=True))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,34 @@ def _stages():
         return list(repo.index.stages)
 
 
-def test_real_params_load_into_every_section():
-    loaded = load_all(ROOT / "params.yaml")
-    assert set(loaded) == set(SECTIONS)
-    for name, cls in SECTIONS.items():
-        assert isinstance(loaded[name], cls)
+def _plain(node):
+    """A loaded config as YAML would hold it: dataclasses -> dicts, tuples -> lists."""
+    if dataclasses.is_dataclass(node):
+        node = dataclasses.asdict(node)
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    return [_plain(v) for v in node] if isinstance(node, (list, tuple)) else node
+
+
+def _leaves(node, path=()):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    else:
+        yield path, node
+
+
+def test_real_params_load_into_every_section_with_every_value_kept():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    loaded = _plain(load_all(ROOT / "params.yaml"))
+    assert set(loaded) == set(SECTIONS) == set(raw)
+    leaves = list(_leaves(raw))
+    assert len(leaves) > 100
+    for path, value in leaves:  # no value replaced by a default, renamed or mistyped on the way
+        node = loaded
+        for key in path:
+            node = node[key]
+        assert node == value and type(node) in (type(value), float), ".".join(map(str, path))
 
 
 def test_every_dvc_param_key_exists_in_params_yaml():
@@ -152,5 +176,6 @@ def test_record_reads_reports_each_leaf_read_with_its_dotted_key(tmp_path):
     assert reads == {"solver.depth.aux_weight", "solver.runs.a.batch_size", "base.seed"}
     assert cfg.num_bins == 8 and "solver.num_bins" not in reads  # read after the block: not recorded
     untracked = load_section(path, "solver", SolverConfig)
+    fields = ("backbone", "model", "num_bins", "spare_codes", "depth", "insseg", "runs")
     assert type(untracked) is SolverConfig and untracked == SolverConfig(**{
-        f: getattr(untracked, f) for f in ("backbone", "model", "num_bins", "spare_codes", "depth", "insseg", "runs")})
+        f: getattr(untracked, f) for f in fields})

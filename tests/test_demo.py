@@ -246,6 +246,7 @@ def test_tint_changes_only_the_rgb_images(tiny, tmp_path):
     render_demo(dataclasses.replace(TINY, tint=1.0), tmp_path)
     plain, tinted = _tree_digest(out), _tree_digest(tmp_path)
     assert plain.keys() == tinted.keys()
+    assert sum(name.endswith(".jpg") for name in plain) == 4  # one RGB image per frame is compared
     for name, digest in plain.items():
         if name.endswith(".jpg"):
             assert tinted[name] != digest, name
@@ -273,14 +274,18 @@ def test_tint_gives_each_category_its_own_hue_at_the_material_brightness():
     scene = make_scene(np.random.default_rng(0), 0.0, 0.0)
     tinted = tint_scene(scene, 1.0)
     assert tint_scene(scene, 0.0) is scene
-    owned = set()
+    owned, checked = set(), 0
     for obj in scene.objects:
         hue = colorsys.rgb_to_hsv(*colours[obj.category_id])[0]
         for *_, m in obj.parts:
             owned.add(m)
-            r, g, b = tinted.materials[m].color
-            if max(r, g, b) < 1.0 and max(r, g, b) - min(r, g, b) > 1e-3:  # unclipped, not black
-                assert colorsys.rgb_to_hsv(r, g, b)[0] == pytest.approx(hue, abs=1e-3), obj.name
+            for before, after in ((scene.materials[m].color, tinted.materials[m].color),
+                                  (scene.materials[m].color2, tinted.materials[m].color2)):
+                if max(after) < 1.0 and max(after) - min(after) > 1e-3:  # unclipped, not black
+                    assert colorsys.rgb_to_hsv(*after)[0] == pytest.approx(hue, abs=1e-3), obj.name
+                    assert np.dot(after, luma) == pytest.approx(np.dot(before, luma), abs=1e-6), obj.name
+                    checked += 1
+    assert checked > len(owned)  # most of the two colours of every object material were checked
     untouched = [i for i in range(len(scene.materials)) if i not in owned]
     assert untouched and all(tinted.materials[i] == scene.materials[i] for i in untouched)  # room, decals
 

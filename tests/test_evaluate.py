@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pipeline.data.coco import segmentation_to_mask
+from pipeline.io import read_jsonl
 from pipeline.metrics.depth import METRIC_NAMES
-from pipeline.solver.evaluate import coco_metrics, coco_results, mean_depth_map
+from pipeline.solver.evaluate import box_hits, coco_metrics, coco_results, mean_depth_map
 from pipeline.solver.infer import letterbox, predict_windows, window_offsets
 from tests.test_solver_stages import _invoke, _train, project  # noqa: F401  (module fixture reused)
 
@@ -273,17 +274,83 @@ def _png_panels(directory: Path) -> list[Path]:
     return panels
 
 
-def test_evaluate_depth_run(project):  # noqa: F811
+def _spy_on_depth_inference(monkeypatch) -> list[dict]:
+    """Record every `predict_windows` of the stage: its images, the views the model saw, the predictions
+    for them and the stitched depth it returned.
+
+    A 4-step model can predict the 1 mm floor everywhere, which no averaging changes; so each prediction
+    gets 1 m + its view's mean + a ramp over the view's own columns: not mirror-symmetric, so the
+    stitched depth shows whether (and how) mirrored views were averaged."""
+    from pipeline.solver import infer
+
+    calls: list[dict] = []
+    predictor, predict_windows = infer.depth_predictor, infer.predict_windows
+
+    def spy_predictor(*args, **kwargs):
+        predict = predictor(*args, **kwargs)
+
+        def recorded(views: torch.Tensor) -> torch.Tensor:
+            ramp = torch.arange(views.shape[-1], dtype=torch.float32) / views.shape[-1]
+            preds = predict(views) + 1.0 + views.mean((1, 2, 3))[:, None, None, None] + ramp
+            calls[-1]["views"], calls[-1]["preds"] = views.clone(), preds
+            return preds
+
+        return recorded
+
+    def spy_windows(images, predict, size, *args, **kwargs):
+        calls.append({"images": images.clone(), "size": size})
+        calls[-1]["depth"] = predict_windows(images, predict, size, *args, **kwargs)
+        return calls[-1]["depth"]
+
+    monkeypatch.setattr(infer, "depth_predictor", spy_predictor)
+    monkeypatch.setattr(infer, "predict_windows", spy_windows)
+    return calls
+
+
+def _check_window_protocol(call: dict, flip: bool) -> None:
+    """The views and the stitched depth of one recorded call against a hand-built reference: per image,
+    each window's crop (then, with flip TTA, its mirror); the depth of a column is the mean over the
+    windows covering it of the crop's prediction (averaged with the un-mirrored mirror prediction)."""
+    images, S = call["images"], call["size"]
+    N, W = images.shape[0], images.shape[-1]
+    offsets = window_offsets(W, S)
+    assert len(offsets) > 1  # overlapping windows: the averaging is exercised
+    crops = [images[n, :, :, x : x + S] for n in range(N) for x in offsets]
+    views = [v for crop in crops for v in ([crop, crop.flip(-1)] if flip else [crop])]
+    assert torch.equal(call["views"], torch.stack(views))
+    preds = call["preds"].view(N, len(offsets), 2 if flip else 1, 1, S, S)
+    expected = torch.zeros(N, 1, S, W)
+    unflipped = torch.zeros(N, 1, S, W)  # the same without the mirror pass: the negative control
+    for n in range(N):
+        for col in range(W):
+            covering = [(k, col - x) for k, x in enumerate(offsets) if x <= col < x + S]
+            own = [preds[n, k, 0, :, :, j] for k, j in covering]
+            mirrored = [preds[n, k, 1, :, :, S - 1 - j] for k, j in covering] if flip else own
+            expected[n, :, :, col] = sum((a + b) / 2 for a, b in zip(own, mirrored, strict=True)) / len(own)
+            unflipped[n, :, :, col] = sum(own) / len(own)
+    torch.testing.assert_close(call["depth"], expected.clamp_min(1e-3))
+    if flip:
+        assert (call["depth"] - unflipped.clamp_min(1e-3)).abs().max() > 1e-4  # the mirror pass counts
+
+
+def test_evaluate_depth_run(project, monkeypatch):  # noqa: F811
     assert _train(project, "depth", "ev_depth").exit_code == 0
+    calls = _spy_on_depth_inference(monkeypatch)
     result = _evaluate(project, "depth", "ev_depth")
     assert result.exit_code == 0, result.output
+    # params.yaml's official protocol: overlapping windows and their mirrors, averaged (AiT ref §5.1)
+    assert calls and sum(len(c["images"]) for c in calls) == 3  # every test image of the tiny demo
+    for call in calls:
+        _check_window_protocol(call, flip=True)
     metrics = json.loads((project / "ev_depth/eval/metrics.json").read_text())
     assert set(metrics) == {"depth"} and _finite(metrics)
     depth = metrics["depth"]
-    for name in ("model", "mean_depth_baseline", "tokenizer_upper_bound"):
+    for name in ("model", "mean_depth_baseline", "median_depth_baseline", "tokenizer_upper_bound"):
         assert set(depth[name]) == set(METRIC_NAMES)
     assert depth["rmse_gain_vs_mean"] == pytest.approx(
         1 - depth["model"]["rmse"] / depth["mean_depth_baseline"]["rmse"])
+    spread = depth["spread_vs_mean_map"]
+    assert spread["pred_rms_deviation"] > 0 and spread["gt_rms_deviation"] > 0
     panels = _png_panels(project / "ev_depth/eval/panels")
     assert len(panels) == 2 and all(p.name.startswith("depth_") for p in panels)
     assert sorted(p.name for p in _png_panels(project / "ev_depth/eval/live/plots/images")) == \
@@ -302,6 +369,11 @@ def test_evaluate_insseg_run(project):  # noqa: F811
         assert set(metrics["insseg"]["prior_baseline"][iou_type]) == set(metrics["insseg"][iou_type])
     results = json.loads((project / "ev_insseg/eval/insseg_results.json").read_text())
     assert len(results) == metrics["insseg"]["num_detections"]
+    # the hit counts are those of the written results against the evaluated images' GT
+    records = read_jsonl(project / "data/prepared/insseg/val.jsonl")[:3]
+    assert metrics["insseg"]["hits"] == box_hits(records, results)
+    assert metrics["insseg"]["hits"]["gt_objects"] == sum(
+        not a.get("iscrowd", 0) for r in records for a in r["annotations"]) > 0
     assert all({"image_id", "category_id", "score", "bbox", "segmentation"} <= set(r) for r in results)
     assert len(_png_panels(project / "ev_insseg/eval/panels")) == 2
 
@@ -319,7 +391,7 @@ def test_evaluate_refuses_a_tokenizer_other_than_the_trained_one(project, tmp_pa
     assert result.exit_code == 1 and "is not the" in result.stderr and "Traceback" not in result.output
 
 
-def test_evaluate_reads_its_options_from_params(project):  # noqa: F811
+def test_evaluate_reads_its_options_from_params(project, monkeypatch):  # noqa: F811
     """`evaluate` in params.yaml (what `dvc exp run -S evaluate.…` changes) drives the stage."""
     import yaml
 
@@ -330,8 +402,11 @@ def test_evaluate_reads_its_options_from_params(project):  # noqa: F811
     path = project / "params_eval.yaml"
     path.write_text(yaml.safe_dump(params))
     out = project / "ev_params"
+    calls = _spy_on_depth_inference(monkeypatch)
     result = _invoke(["evaluate", "depth", "--params", str(path), "--device", "cpu",
                       "--model-dir", str(out / "model"), "--out", str(out / "eval")], project)
     assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and len(calls[0]["images"]) == 1  # max_images
+    _check_window_protocol(calls[0], flip=False)  # no mirrored view reached the model
     assert json.loads((project / "ev_params/eval/metrics.json").read_text())["depth"]["num_images"] == 1
     assert len(_png_panels(project / "ev_params/eval/panels")) == 1

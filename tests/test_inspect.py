@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 
 from pipeline import checkpoint, viz
 from pipeline.config import TokenizerTaskConfig, load_section
+from pipeline.data.coco import segmentation_to_mask
+from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.tokenizers.data import instance_index
 from pipeline.tokens.read import ZarrTokens
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
@@ -109,15 +112,28 @@ def _gt_crop(caches: Path, key: str) -> np.ndarray:
     raise AssertionError(key)
 
 
-def test_inspect_sample_insseg_png_has_three_panels(caches, tmp_path):
+def test_inspect_sample_insseg_png_has_image_gt_and_decoded_panels(caches, tiny_project, tmp_path):
     path = caches / "tokens/insseg"
     key = ZarrTokens(path, "val").keys[0]
     out = tmp_path / "insseg.png"
     result = CliRunner().invoke(app, ["inspect", "sample", str(path), key, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    with Image.open(out) as im:
-        assert im.size == (3 * 64 + 2 * viz.GAP, viz.TITLE_HEIGHT + 48)  # three 64x48 frames
-    assert out.stat().st_size > 0
+    png = np.asarray(Image.open(out))
+    assert png.shape == (viz.TITLE_HEIGHT + 48, 3 * 64 + 2 * viz.GAP, 3)  # three 64x48 frames
+    tiles = [png[viz.TITLE_HEIGHT :, k * (64 + viz.GAP) : k * (64 + viz.GAP) + 64] for k in range(3)]
+    # Reference from the prepared record: the image as stored, and its tokenised instances drawn with
+    # their own GT masks, boxes and category names.
+    record = next(r for r in read_jsonl(tiny_project / "data/prepared/insseg/val.jsonl") if r["key"] == key)
+    image = np.asarray(Image.open(record["image"]).convert("RGB"))
+    anns = [record["annotations"][a] for _, a in instance_index([record])]
+    assert anns, "the first val sample has instances to draw"
+    names = {c["id"]: c["name"] for c in json.loads((path / "manifest.json").read_text())["categories"]}
+    masks = np.stack([segmentation_to_mask(a["segmentation"], 48, 64) for a in anns])
+    labels, boxes = [names[a["category_id"]] for a in anns], [a["bbox"] for a in anns]
+    gt = viz.overlay_instances(image, masks, labels, boxes)
+    np.testing.assert_array_equal(tiles[0], image)
+    np.testing.assert_array_equal(tiles[1], gt)
+    assert not np.array_equal(tiles[1], tiles[0]) and not np.array_equal(tiles[2], tiles[0])
 
 
 def test_inspect_sample_refuses_another_tokenizer_and_unknown_keys(caches, tmp_path):

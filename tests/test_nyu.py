@@ -84,6 +84,12 @@ def test_read_rgb_real_formats(nyu: Path) -> None:
         rgb = read_rgb(nyu / rel)
         assert rgb.shape == (480, 640, 3) and rgb.dtype == np.uint8
         assert rgb.std() > 10  # a real picture, not a blank decode
+    # Reference decode by hand: binary PPM (P6) is a text header, then rows of R, G, B bytes.
+    ppm = nyu / "extras/open3d_raw_kinect/NYU_color.ppm"
+    data, size = ppm.read_bytes(), 480 * 640 * 3
+    assert data[:-size].split() == [b"P6", b"640", b"480", b"255"]
+    by_hand = np.frombuffer(data[-size:], np.uint8).reshape(480, 640, 3)
+    np.testing.assert_array_equal(read_rgb(ppm), by_hand)  # same pixels, rows and channel order
 
 
 def test_read_depth_png_real_is_uint16_mm(nyu: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.multiprocessing as mp
 
@@ -32,11 +35,34 @@ def test_pick_device_env_override(monkeypatch):
     assert runtime.pick_device("cpu") == torch.device("cpu")  # an explicit argument wins
 
 
-def test_seed_everything_is_reproducible():
-    runtime.seed_everything(3)
-    a = torch.rand(3)
-    runtime.seed_everything(3)
-    assert torch.equal(a, torch.rand(3))
+def _global_draws() -> tuple:
+    """One draw from each global generator seed_everything promises to seed: Python, NumPy, torch."""
+    return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+
+def test_seed_everything_seeds_python_numpy_and_torch(monkeypatch):
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        runtime.seed_everything(3)
+        first = _global_draws()
+        # Scramble every generator, as the code between two seedings would.
+        random.seed(99)
+        np.random.seed(99)
+        torch.manual_seed(99)
+        runtime.seed_everything(3)
+        assert _global_draws() == first  # each of the three streams restarts, not just torch's
+        runtime.seed_everything(4)
+        assert all(a != b for a, b in zip(_global_draws(), first, strict=True))  # the seed reaches each one
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        runtime.seed_everything(3)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # a user's own setting is kept
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _free_port() -> int:
@@ -46,8 +72,6 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    import os
-
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),

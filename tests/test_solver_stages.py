@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
+from safetensors import safe_open
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
@@ -56,17 +58,39 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
                  for t, v in (("depth", "depth_mask50"), ("insseg", "insseg"))}
     for task in tasks:  # trained against exactly the tokenizers its caches were built with
         assert config["tokenizers"][task]["hash"] == manifests[task]["tokenizer"]["hash"]
-    # The vocabulary is derived from the caches, never typed: coords + classes + 2 + codebooks.
-    vocab = config["vocab"]
-    assert vocab["num_bins"] == 64
-    assert vocab["depth_codes"] == (16 if "depth" in tasks else None)
-    assert vocab["num_classes"] == (len(manifests["insseg"]["categories"]) if "insseg" in tasks else 0)
+    # The vocabulary is derived from the caches, never typed: coords + classes + 2 + codebooks, and the
+    # weights have exactly that many token rows (AiT ref §4.3).
+    params = yaml.safe_load((project / "params.yaml").read_text())["solver"]
+    codes = {t: manifests[t]["tokenizer"]["num_embeddings"] if t in tasks else 0 for t in ("depth", "insseg")}
+    classes = len(manifests["insseg"]["categories"]) if "insseg" in tasks else 0
+    size = params["num_bins"] + 1 + classes + 2 + codes["insseg"] + codes["depth"] + params["spare_codes"]
+    with safe_open(project / f"run_{run}" / "model" / checkpoint.WEIGHTS, "pt") as weights:
+        rows = {k: weights.get_slice(k).get_shape()[0] for k in ("solver.token_embed", "solver.out_bias")}
+    assert rows == {"solver.token_embed": size, "solver.out_bias": size}
+    assert config["vocab"]["depth_codes"] == (codes["depth"] or None)
+    assert config["vocab"]["mask_codes"] == (codes["insseg"] or None)
     live = json.loads((project / f"run_{run}" / "live" / "metrics.json").read_text())
-    assert live["step"] == 3 and math.isfinite(live["loss"]) and live["lr"] > 0
-    for task in tasks:
-        assert math.isfinite(live[task]["ce"]) and 0 <= live[task]["accuracy"] <= 1
-    if "insseg" in tasks:  # the per-slot split is logged beside the overall accuracy
-        assert all(0 <= live["insseg"][f"accuracy_{k}"] <= 1 for k in ("box", "class", "mask", "box_first"))
+    assert live["step"] == 3 and live["lr"] > 0
+    # The logged total is the official step loss: each image's weighted task loss, averaged over the
+    # images of the step (Σ_t w_t · b_t · L_t / Σ_t b_t, see test_shares.py).
+    weights, batch = params["runs"][run].get("loss_weights", {}), params["runs"][run]["batch_size"]
+    expected = sum(weights.get(t, 1.0) * batch[t] * live[t]["loss"] for t in tasks) / sum(batch.values())
+    assert live["loss"] == pytest.approx(expected, rel=1e-5)
+    if "depth" in tasks:  # CE + aux_weight · SiLog (AiT ref §3.3)
+        depth = live["depth"]
+        assert depth["loss"] == pytest.approx(depth["ce"] + params["depth"]["aux_weight"] * depth["silog"])
+        assert math.isfinite(depth["ce"]) and depth["silog"] > 0
+    if "insseg" in tasks:
+        # The box, class and mask slots split the supervised tokens: with r real objects among the
+        # B·Q queries, 4r box, B·Q class (a noise object supervises its class only) and M·r mask tokens.
+        # The overall accuracy is their count-weighted mean for some r.
+        ins, (q, b) = live["insseg"], (params["insseg"]["num_query"], batch["insseg"])
+        m = manifests["insseg"]["tokens_shape"][1]
+        box, cls, mask = (ins[f"accuracy_{k}"] for k in ("box", "class", "mask"))
+        means = [(4 * r * box + q * b * cls + m * r * mask) / (4 * r + q * b + m * r)
+                 for r in range(q * b + 1)]
+        assert any(ins["accuracy"] == pytest.approx(mean, abs=1e-6) for mean in means), ins
+        assert math.isfinite(ins["ce"]) and ins["loss"] > ins["ce"]  # the aux Dice + MSE term is on
     assert not (project / f"run_{run}" / "state").exists()  # a finished run leaves nothing to resume
 
 

@@ -17,8 +17,10 @@ backbone itself standardises every image with its timm variant's mean/std (`norm
 ImageNet statistics the SwinV2/SimMIM weights were trained with), so callers always pass [0, 1] RGB and
 both tasks see one input distribution. It also matters from scratch: with raw [0, 1] pixels the patch
 embedding's LayerNorm removes the brightness scale that dominates every patch and a freshly initialised
-tiny SwinV2 emits nearly the same stage-4 vector for every image (on demo frames 4 % of the feature
-variance was between images, 40 % once normalised). `normalize: false` reproduces the official NYU input.
+tiny SwinV2 emits nearly the same stage-4 vector for every image; normalised, the share of the feature
+variance that lies between images is more than twice as large on real NYU frames
+(`tests/test_backbone.py::test_normalisation_keeps_images_apart_in_a_fresh_backbone` measures it).
+`normalize: false` reproduces the official NYU input.
 
 Also here: `layer_id` for layer-wise learning-rate decay (ref §4.6, official `get_num_layer_for_swin`).
 """
