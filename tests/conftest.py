@@ -39,3 +39,14 @@ def tiny_project(tmp_path_factory) -> Path:
         result = runner.invoke(app, [*args, "--params", str(params)])
         assert result.exit_code == 0, f"ait {' '.join(args)} failed:\n{result.output}"
     return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tests that pin torch to one thread (for a bit-stable result) hand the default back: otherwise
+    every later test of the session runs on one core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
