@@ -146,11 +146,6 @@ def paper_data(tmp: Path, tasks: list[str], device: torch.device, workers: int =
 # measuring
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Timed:
     """An iterator wrapper recording the wall time of every `next()` (the data wait)."""
 

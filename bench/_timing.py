@@ -40,6 +40,12 @@ def timed(name: str, fn: Callable[[], object], repeats: int, device: torch.devic
     return {f"{name}_s": min(t), f"{name}_median_s": statistics.median(t)}
 
 
+def rates(name: str, items: int, seconds: list[float]) -> dict[str, float]:
+    """{`name`_sps: items per second of the best run, `name`_sps_median: of the median run}."""
+    return {f"{name}_sps": round(items / min(seconds), 1),
+            f"{name}_sps_median": round(items / statistics.median(seconds), 1)}
+
+
 def set_precision(allow_tf32: bool = False) -> dict[str, object]:
     """Set the fp32 matmul / convolution precision explicitly; return what is in force for the JSON."""
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32

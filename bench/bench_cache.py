@@ -30,13 +30,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from _timing import set_precision, times
+from _timing import rates, set_precision, times
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -111,8 +110,7 @@ def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.dev
     for name, fn, n in (("decode_only", lambda: run(False), len(records)),
                         ("tokenise", lambda: run(True), len(records)), ("build", build, total)):
         t = times(fn, repeats, device)
-        report |= {f"{name}_sps": round(n / min(t), 1),
-                   f"{name}_sps_median": round(n / statistics.median(t), 1)}
+        report |= rates(name, n, t)
     shutil.copytree(out.with_name(f"{out.name}-0"), out)  # the cache (b) reads
     return report | {"tokenise_over_decode": round(report["tokenise_sps"] / report["decode_only_sps"], 3),
                      "build_over_decode": round(report["build_sps"] / report["decode_only_sps"], 3)}
@@ -174,7 +172,7 @@ def bench_solver_input(task: str, cache: Path, tok: Tokenizer, cfg, device: torc
     out: dict = {"batch_size": loader[0]}
     for name, cached in (("solver_cached", True), ("solver_on_the_fly", False)):
         t, n, fallback = _epoch_rate(task, cache, cfg, head, device, loader, repeats, cached)
-        out |= {f"{name}_sps": round(n / min(t), 1), f"{name}_sps_median": round(n / statistics.median(t), 1)}
+        out |= rates(name, n, t)
         if cached:
             out["fallback_fraction"] = round(fallback, 4)
     out["cached_over_on_the_fly"] = round(out["solver_cached_sps"] / out["solver_on_the_fly_sps"], 3)

@@ -43,7 +43,8 @@ from unittest import mock
 import bench_train
 import torch
 import webdataset as wds
-from _paper import DATA, ROOT, PaperData, median, paper_data, sync
+from _paper import DATA, ROOT, PaperData, median, paper_data
+from _timing import sync
 
 from pipeline.runtime import pick_device
 from pipeline.solver import steps

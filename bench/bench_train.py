@@ -56,8 +56,8 @@ from _paper import (
     peak_rss_bytes,
     release_memory,
     reset_peak_rss,
-    sync,
 )
+from _timing import sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models.ait import build_ait, param_groups, solver_config
