@@ -1,18 +1,20 @@
-# Two set-up commands, both idempotent: `make repro` and `make test`.
+# Two set-up commands, both idempotent: `make repro` and `make test`. Both install the exact versions
+# in requirements.lock (pip constraints), so two clones made on different days get the same packages.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 
-.PHONY: repro test install clean-venv
+.PHONY: repro test install lock clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -c $(LOCK) pip setuptools wheel
 
-# Re-install only when the dependency list changes.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test]"
+# Re-install when the dependency list or the lock changes.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install -c $(LOCK) -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +26,17 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest
+
+# Refresh the lock: resolve pyproject.toml afresh (newest allowed versions) in a scratch venv, freeze it.
+# Commit the new requirements.lock together with the dvc.lock its `make repro` produces.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --upgrade pip setuptools wheel
+	.lock-venv/bin/python -m pip install -e ".[test]"
+	{ sed -n '1,2p' $(LOCK); .lock-venv/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
 
 clean-venv:
 	rm -rf $(VENV)

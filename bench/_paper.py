@@ -31,7 +31,7 @@ import yaml
 from pipeline import checkpoint
 from pipeline.config import load_all
 from pipeline.data import coco, nyu
-from pipeline.data.prepare import prepare_depth_split, prepare_insseg_split
+from pipeline.data.prepare import DepthRules, prepare_depth_split, prepare_insseg_split
 from pipeline.models.vqvae import VQVAE
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.train import Batches
@@ -106,11 +106,12 @@ def _tokenizer(cfg: dict, task: str, variant: str, directory: Path) -> Tokenizer
     return Tokenizer(model, config, str(directory))
 
 
-def _records(task: str, data: Path) -> tuple[list[dict], list[dict] | None]:
+def _records(cfg: dict, task: str, data: Path) -> tuple[list[dict], list[dict] | None]:
     """Prepared train records of the shared sample (the `prepare` stage's validation), categories."""
     if task == "depth":
         root = data / "nyuv2_sample"
-        result = prepare_depth_split(nyu.list_depth_samples(root, DEPTH_LIST, "sync"), root, "sync")
+        rules = DepthRules("train", cfg["tokenizer"].depth.train.crop_size, cfg["cache"].depth.crop_size)
+        result = prepare_depth_split(nyu.list_depth_samples(root, DEPTH_LIST, "sync"), root, "sync", rules)
         categories = None
     else:
         root = data / "coco_sample"
@@ -131,7 +132,7 @@ def paper_data(tmp: Path, tasks: list[str], device: torch.device, workers: int =
     for task in tasks:
         dirs[task] = tmp / "tokenizer" / variants[task]
         tok = _tokenizer(cfg, task, variants[task], dirs[task])
-        records, categories = _records(task, data)
+        records, categories = _records(cfg, task, data)
         per_shard = -(-len(records) // max(workers, 1))
         cache_cfg = replace(getattr(cfg["cache"], task), shard_max_samples=per_shard, num_workers=0)
         start = time.perf_counter()

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from pipeline.data.errors import DataError
 from pipeline.io import dumps
 
 WEIGHTS = "model.safetensors"
@@ -42,38 +44,75 @@ def save(directory: Path, model: torch.nn.Module, architecture: Any, meta: dict 
     return config
 
 
-def read_config(directory: Path) -> dict:
+class CheckpointError(DataError):
+    """A checkpoint is missing, unreadable, truncated or inconsistent; one line naming the file."""
+
+
+def read_config(directory: Path, producer: str = "the stage that writes it") -> dict:
+    """The config.json of a checkpoint dir; anything unusable is a `CheckpointError` saying to re-run
+    `producer` (e.g. "dvc repro train_tokenizer")."""
     path = Path(directory) / CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint config not found")
-    return json.loads(path.read_text())
+        raise CheckpointError(f"{path}: checkpoint config not found; re-run {producer}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({type(e).__name__}); "
+                              f"re-run {producer}") from None
+    if not (isinstance(config, dict) and isinstance(config.get("architecture"), dict)
+            and "content_hash" in config):
+        raise CheckpointError(f"{path}: not a checkpoint config (no architecture or content_hash); "
+                              f"re-run {producer}")
+    return config
 
 
-def load_weights(directory: Path, model: torch.nn.Module, verify_hash: bool = True) -> dict:
+def load_weights(directory: Path, model: torch.nn.Module, verify_hash: bool = True,
+                 producer: str = "the stage that writes it") -> dict:
     """Load weights strictly into `model`; checks the content hash against config.json."""
     directory = Path(directory)
-    config = read_config(directory)
+    config = read_config(directory, producer)
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint weights not found; re-run {producer}")
     if verify_hash:
-        actual = content_hash(directory / WEIGHTS, config["architecture"])
+        actual = content_hash(weights, config["architecture"])
         if actual != config["content_hash"]:
-            raise ValueError(f"{directory / WEIGHTS}: content hash {actual} does not match "
-                             f"config.json ({config['content_hash']}); the checkpoint is corrupt")
-    model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+            raise CheckpointError(f"{weights}: content hash {actual} does not match config.json "
+                                  f"({config['content_hash']}); the checkpoint is corrupt, re-run {producer}")
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise CheckpointError(f"{weights}: weights do not fit the architecture in config.json "
+                              f"({_first_line(e)}); re-run {producer}") from None
     return config
+
+
+def build_from_config(directory: Path, build, config: dict, producer: str):
+    """`build(config)` with a one-line `CheckpointError` when config.json's fields do not fit the code."""
+    try:
+        return build(config)
+    except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError too
+        raise CheckpointError(f"{Path(directory) / CONFIG}: does not describe a model this code can build "
+                              f"({type(e).__name__}: {_first_line(e)}); re-run {producer}") from None
+
+
+TOKENIZER_PRODUCER = "`dvc repro train_tokenizer`"
 
 
 def load_vqvae(directory: Path):
     """Rebuild a VQ-VAE tokenizer from its checkpoint dir (config.json, hash-checked); eval mode.
 
-    Returns `(model, config)`; a missing checkpoint raises `DataError` naming the path.
+    Returns `(model, config)`; a missing or corrupt checkpoint raises `CheckpointError` naming the file.
     """
-    from pipeline.data.errors import DataError
     from pipeline.models.vqvae import VQVAE, VQVAEConfig
 
-    try:
-        config = read_config(directory)
-    except FileNotFoundError as e:
-        raise DataError(str(e)) from None
-    model = VQVAE(VQVAEConfig(**config["architecture"]))
-    load_weights(directory, model)
+    config = read_config(directory, TOKENIZER_PRODUCER)
+    model = build_from_config(directory, lambda c: VQVAE(VQVAEConfig(**c["architecture"])), config,
+                              TOKENIZER_PRODUCER)
+    load_weights(directory, model, producer=TOKENIZER_PRODUCER)
     return model.eval(), config
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:160] if lines else type(e).__name__

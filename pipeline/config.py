@@ -17,9 +17,23 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
+
+from pipeline.constraints import (
+    CodebookSize,
+    DropRate,
+    Factor,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    UnitInterval,
+    power_of_two,
+)
 
 T = TypeVar("T")
 
@@ -40,14 +54,14 @@ class BackboneConfig:
     name: str = "swinv2_tiny_window8_256"
     # The input side timm builds the per-stage windows and shifts for (other sizes are still accepted).
     # Derived, not a param: train_solver sets the run's input side (480 depth crops, 640 instances).
-    img_size: int | None = None
-    window_size: int | None = None  # None keeps the variant's default
-    patch_size: int | None = None  # None keeps the variant's 4; 2 halves the output stride (small inputs)
-    embed_dim: int | None = None
-    depths: tuple[int, ...] | None = None
-    num_heads: tuple[int, ...] | None = None
-    pretrained_window_sizes: tuple[int, ...] | None = None  # SimMIM checkpoints: (12, 12, 12, 6), ref §4.1
-    drop_path_rate: float = 0.1
+    img_size: PositiveInt | None = None
+    window_size: PositiveInt | None = None  # None keeps the variant's default
+    patch_size: PositiveInt | None = None  # None keeps the variant's 4; 2 halves the stride (small inputs)
+    embed_dim: PositiveInt | None = None
+    depths: tuple[PositiveInt, ...] | None = None
+    num_heads: tuple[PositiveInt, ...] | None = None
+    pretrained_window_sizes: tuple[NonNegativeInt, ...] | None = None  # SimMIM: (12, 12, 12, 6), ref §4.1
+    drop_path_rate: DropRate = 0.1
     normalize: bool = True  # standardise [0, 1] RGB with the variant's mean/std (see module doc)
     pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
     weights: str | None = None  # local .safetensors or torch state-dict file
@@ -60,41 +74,49 @@ class BackboneConfig:
 class SolverModelConfig:
     """The architecture choices a user sets (params `solver.model`, AiT ref §4.2)."""
 
-    dim: int = 256
-    num_heads: int = 8
-    ffn_dim: int = 1024
-    num_encoder_layers: int = 6
-    num_decoder_layers: int = 6
-    dropout: float = 0.1
-    drop_path: float = 0.1  # constant per layer, as every official config (drop_path_linear=False)
+    dim: PositiveInt = 256
+    num_heads: PositiveInt = 8
+    ffn_dim: PositiveInt = 1024
+    num_encoder_layers: NonNegativeInt = 6
+    num_decoder_layers: PositiveInt = 6
+    dropout: DropRate = 0.1
+    drop_path: DropRate = 0.1  # constant per layer, as every official config (drop_path_linear=False)
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim: {self.dim} is not divisible by num_heads {self.num_heads}")
 
 
 @dataclass(frozen=True)
 class VQVAEConfig:
-    hidden_dim: int = 16  # width of the first conv; the paper's "width 0.5x/1x/2x" is 8/16/32
-    downsample_ratio: int = 32  # r, a power of two >= 2
-    num_embeddings: int = 128  # K
-    embedding_dim: int = 512  # D
-    num_res_blocks: int = 2
-    channels: int = 1
+    hidden_dim: PositiveInt = 16  # width of the first conv; the paper's "width 0.5x/1x/2x" is 8/16/32
+    downsample_ratio: Annotated[int, Range(lo=2)] = 32  # r, a power of two >= 2
+    num_embeddings: CodebookSize = 128  # K
+    embedding_dim: PositiveInt = 512  # D
+    num_res_blocks: NonNegativeInt = 2
+    channels: PositiveInt = 1
     input_scale: Literal["none", "symmetric"] = "none"
+
+    def __post_init__(self) -> None:
+        if not power_of_two(self.downsample_ratio):
+            raise ConfigError(f"downsample_ratio: must be a power of two ≥ 2, got {self.downsample_ratio}")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["adam", "adamw"] = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0  # max L2 norm of all gradients; 0 = off
+    lr: PositiveFloat = 3e-4
+    weight_decay: NonNegativeFloat = 0.0
+    betas: tuple[DropRate, DropRate] = (0.9, 0.999)
+    grad_clip: NonNegativeFloat = 0.0  # max L2 norm of all gradients; 0 = off
     schedule: Literal["constant", "exp_step", "cosine", "step", "linear"] = "constant"
-    warmup_steps: int = 0
-    warmup_start_factor: float = 1e-3  # lr factor at step 0 of the warm-up (linear ramp to 1)
-    decay: float = 0.98  # exp_step: lr *= decay every `decay_every` steps
-    decay_every: int = 500
-    milestones: tuple[float, ...] = ()  # step: fractions of the run where lr *= gamma
-    gamma: float = 0.1
-    final_factor: float = 0.0  # cosine / linear: lr factor reached at the last step
+    warmup_steps: NonNegativeInt = 0
+    warmup_start_factor: Factor = 1e-3  # lr factor at step 0 of the warm-up (linear ramp to 1)
+    decay: Factor = 0.98  # exp_step: lr *= decay every `decay_every` steps
+    decay_every: PositiveInt = 500
+    milestones: tuple[OpenFraction, ...] = ()  # step: fractions of the run where lr *= gamma
+    gamma: PositiveFloat = 0.1
+    final_factor: UnitInterval = 0.0  # cosine / linear: lr factor reached at the last step
 
 
 @dataclass(frozen=True)
@@ -104,37 +126,47 @@ class DepthAugmentConfig:
     Shift limits are on albumentations' uint8 scales: a value ± x draws U(−x, x).
     """
 
-    p_photometric: float = 0.5  # each of brightness/contrast, gamma and HSV fires independently with this p
-    brightness_contrast: float = 0.2  # RandomBrightnessContrast: gain 1 ± x, additive shift ± x (0 = off)
-    gamma: tuple[float, float] = (0.8, 1.2)  # RandomGamma: rgb ** U(lo, hi) (albumentations 80-120 / 100)
-    hue: float = 20.0  # HueSaturationValue, OpenCV hue units (180 a turn): 20 = ±40°
-    saturation: float = 30.0  # additive on HSV saturation, in 1/255
-    value: float = 20.0  # additive on HSV value, in 1/255
-    cutdepth_p: float = 0.25  # GLPDepth vertical CutDepth (official: every 4th call per worker)
+    # each of brightness/contrast, gamma and HSV fires independently with this p
+    p_photometric: UnitInterval = 0.5
+    brightness_contrast: UnitInterval = 0.2  # RandomBrightnessContrast: gain 1 ± x, shift ± x (0 = off)
+    # RandomGamma: rgb ** U(lo, hi) (albumentations 80-120 / 100)
+    gamma: tuple[PositiveFloat, PositiveFloat] = (0.8, 1.2)
+    hue: Annotated[float, Range(0, 180)] = 20.0  # HueSaturationValue, OpenCV units (180 a turn): 20 = ±40°
+    saturation: Annotated[float, Range(0, 255)] = 30.0  # additive on HSV saturation, in 1/255
+    value: Annotated[float, Range(0, 255)] = 20.0  # additive on HSV value, in 1/255
+    cutdepth_p: UnitInterval = 0.25  # GLPDepth vertical CutDepth (official: every 4th call per worker)
+
+    def __post_init__(self) -> None:
+        _ordered_pair(self.gamma, "gamma")
 
 
 @dataclass(frozen=True)
 class BaseConfig:
-    seed: int = 0
+    seed: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """The embedded demo dataset rendered by `ait data demo` (see pipeline/data/demo)."""
 
-    seed: int = 0
-    num_scenes: int = 12  # rooms; each room is one scene folder
-    test_scenes: int = 2  # the last rooms form the test split (scenes never straddle splits, as in NYUv2)
-    frames_per_scene: int = 16
-    height: int = 120
-    width: int = 160
-    max_range: float = 6.0  # metres; the sensor returns nothing beyond this
-    projector_baseline: float = 0.075  # metres; Kinect's projector sits this far to the camera's side
-    dark_fraction: float = 0.15  # fraction of objects with an IR-absorbing (no-return) material
-    specular_fraction: float = 0.15  # fraction of objects whose near-normal view saturates the sensor
-    jpeg_quality: int = 92
-    flash: float = 0.8  # share of the light from a lamp at the camera: brightness falls as 1/depth²
-    tint: float = 0.7  # share of each object's colour replaced by its category's hue (a recognition cue)
+    seed: NonNegativeInt = 0
+    num_scenes: Annotated[int, Range(lo=2)] = 12  # rooms; each room is one scene folder
+    test_scenes: PositiveInt = 2  # the last rooms form the test split (no scene straddles splits, as NYUv2)
+    frames_per_scene: PositiveInt = 16
+    height: Annotated[int, Range(lo=16)] = 120
+    width: Annotated[int, Range(lo=16)] = 160
+    max_range: PositiveFloat = 6.0  # metres; the sensor returns nothing beyond this
+    projector_baseline: NonNegativeFloat = 0.075  # metres; Kinect's projector sits this far to the side
+    dark_fraction: UnitInterval = 0.15  # fraction of objects with an IR-absorbing (no-return) material
+    specular_fraction: UnitInterval = 0.15  # fraction of objects whose near-normal view saturates the sensor
+    jpeg_quality: Annotated[int, Range(1, 100)] = 92
+    flash: UnitInterval = 0.8  # share of the light from a lamp at the camera: brightness falls as 1/depth²
+    tint: UnitInterval = 0.7  # share of each object's colour replaced by its category's hue (a class cue)
+
+    def __post_init__(self) -> None:
+        if self.test_scenes >= self.num_scenes:
+            raise ConfigError(f"test_scenes: {self.test_scenes} leaves no training scene of num_scenes "
+                              f"{self.num_scenes}")
 
 
 @dataclass(frozen=True)
@@ -168,20 +200,21 @@ class DataTasksConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    max_bad_fraction: float = 0.05  # prepare fails when more than this fraction of samples is bad
+    max_bad_fraction: UnitInterval = 0.05  # prepare fails when more than this fraction of samples is bad
     demo: DemoConfig = field(default_factory=DemoConfig)
     tasks: DataTasksConfig = field(default_factory=DataTasksConfig)
 
 
 @dataclass(frozen=True)
 class TokenizerTrainConfig:
-    steps: int = 1000  # optimiser steps (the paper counts epochs; steps make demo budgets exact)
-    batch_size: int = 8  # global batch, split over DDP ranks
-    crop_size: int = 480  # depth: side of the square random training crop; insseg: mask crop side
-    patch_size: int = 16  # mask augmentation patch side (depth only, AiT ref §2)
-    num_workers: int = 0  # DataLoader workers per rank
-    log_every: int = 10
-    dead_code_threshold: float = 0.0  # EMA count below which a code is restarted; 0 = off (as the paper)
+    steps: PositiveInt = 1000  # optimiser steps (the paper counts epochs; steps make demo budgets exact)
+    batch_size: PositiveInt = 8  # global batch, split over DDP ranks
+    crop_size: PositiveInt = 480  # depth: side of the square random training crop; insseg: mask crop side
+    patch_size: PositiveInt = 16  # mask augmentation patch side (depth only, AiT ref §2)
+    num_workers: NonNegativeInt = 0  # DataLoader workers per rank
+    log_every: PositiveInt = 10
+    # EMA count below which a code restarts; 0 = off (as the paper)
+    dead_code_threshold: NonNegativeFloat = 0.0
 
 
 @dataclass(frozen=True)
@@ -190,13 +223,19 @@ class TokenizerTaskConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
 
+    def __post_init__(self) -> None:
+        r = self.model.downsample_ratio
+        if self.train.crop_size % r:  # the encoder halves the crop log2(r) times (AiT ref §1.1)
+            raise ConfigError(f"train.crop_size: {self.train.crop_size} is not a multiple of "
+                              f"model.downsample_ratio {r}")
+
 
 @dataclass(frozen=True)
 class TokenizerVariant:
     """One trained tokenizer: its task and, for depth, the mask-augmentation ratio (paper Table 8)."""
 
     task: Literal["depth", "insseg"]
-    mask_ratio: float = 0.0
+    mask_ratio: DropRate = 0.0  # 1 would mask every patch
 
 
 @dataclass(frozen=True)
@@ -207,26 +246,25 @@ class TokenizerConfig:
     insseg: TokenizerTaskConfig = field(default_factory=TokenizerTaskConfig)
 
     def __post_init__(self) -> None:
-        chosen = self.variants.get(self.solver_depth_variant)
-        if self.variants and (chosen is None or chosen.task != "depth"):
-            raise ConfigError(f"tokenizer.solver_depth_variant: {self.solver_depth_variant!r} is not a "
-                              f"depth variant in tokenizer.variants")
+        tasks = {name: v.task for name, v in self.variants.items()}
+        check_variant(self.solver_depth_variant, tasks, "depth", "solver_depth_variant")
 
 
 @dataclass(frozen=True)
 class DepthCacheConfig:
-    crop_size: int = 480  # side of the solver's square training crop (paper: 480 of the 480x640 frame)
-    crop_stride: int = 32  # x-offset stride of the cached views; 1 = every offset the solver can draw
-    shard_max_samples: int = 1000  # samples per WebDataset shard
-    batch_size: int = 16  # tokenizer encode batch
-    num_workers: int = 0  # DataLoader workers decoding labels
+    # side of the solver's square training crop (paper: 480 of the 480x640 frame)
+    crop_size: PositiveInt = 480
+    crop_stride: PositiveInt = 32  # x-offset stride of the cached views; 1 = every offset the solver can draw
+    shard_max_samples: PositiveInt = 1000  # samples per WebDataset shard
+    batch_size: PositiveInt = 16  # tokenizer encode batch
+    num_workers: NonNegativeInt = 0  # DataLoader workers decoding labels
 
 
 @dataclass(frozen=True)
 class InssegCacheConfig:
-    shard_max_samples: int = 1000
-    batch_size: int = 256  # mask crops per encode batch
-    num_workers: int = 0
+    shard_max_samples: PositiveInt = 1000
+    batch_size: PositiveInt = 256  # mask crops per encode batch
+    num_workers: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
@@ -239,8 +277,8 @@ class CacheConfig:
 class DepthTaskConfig:
     """How the solver learns depth (AiT ref §3, §4.4); how it decodes is `DepthInferConfig`."""
 
-    aux_weight: float = 1.0  # SiLog of the soft decode through the frozen detokenizer (§3.3)
-    tau: float = 0.8  # temperature of the aux loss's soft decode (multiplies the logits)
+    aux_weight: NonNegativeFloat = 1.0  # SiLog of the soft decode through the frozen detokenizer (§3.3)
+    tau: PositiveFloat = 0.8  # temperature of the aux loss's soft decode (multiplies the logits)
     augment: DepthAugmentConfig = field(default_factory=DepthAugmentConfig)  # training RGB only (§6.1)
 
 
@@ -248,14 +286,17 @@ class DepthTaskConfig:
 class InssegTaskConfig:
     """How the solver learns instances (AiT ref §4.5); how it decodes is `InssegInferConfig`."""
 
-    num_query: int = 100  # objects per sequence (21 tokens each)
-    image_size: int = 640  # square (padded) input side; also the coordinate normalisation
-    scale_range: tuple[float, float] = (0.1, 3.0)  # large-scale jitter of the training images
+    num_query: PositiveInt = 100  # objects per sequence (21 tokens each)
+    image_size: PositiveInt = 640  # square (padded) input side; also the coordinate normalisation
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (0.1, 3.0)  # large-scale jitter of the training images
     order: Literal["random", "area"] = "random"  # object order in a sequence (AiT: random each iteration)
-    aux_weight: float = 5.0  # Dice + MSE of the soft-decoded masks (§3.3)
-    mask_weight: float = 0.2  # CE weight of mask-code targets
-    tau: float = 1.0  # temperature of the aux loss's soft decode
-    color_jitter: float = 0.2
+    aux_weight: NonNegativeFloat = 5.0  # Dice + MSE of the soft-decoded masks (§3.3)
+    mask_weight: NonNegativeFloat = 0.2  # CE weight of mask-code targets
+    tau: PositiveFloat = 1.0  # temperature of the aux loss's soft decode
+    color_jitter: UnitInterval = 0.2
+
+    def __post_init__(self) -> None:
+        _ordered_pair(self.scale_range, "scale_range")
 
 
 @dataclass(frozen=True)
@@ -263,29 +304,34 @@ class SolverRunConfig:
     """One train_solver@<run> stage: which tasks, how long, how."""
 
     tasks: tuple[Literal["depth", "insseg"], ...] = ("depth",)
-    steps: int = 1000
-    batch_size: dict[str, int] = field(default_factory=lambda: {"depth": 24})  # global, per task
-    loss_weights: dict[str, float] = field(default_factory=dict)  # per task, default 1 (joint: depth 0.2)
+    steps: PositiveInt = 1000
+    batch_size: dict[str, PositiveInt] = field(default_factory=lambda: {"depth": 24})  # global, per task
+    # per task, default 1 (joint: depth 0.2)
+    loss_weights: dict[str, NonNegativeFloat] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    layer_decay: float = 0.9  # backbone lr = lr * layer_decay ** (num_layers - 1 - layer_id)
+    layer_decay: Factor = 0.9  # backbone lr = lr * layer_decay ** (num_layers - 1 - layer_id)
     parallel: bool = False  # the parallel decoder (AiT-P, paper §4.4 / Table 9), studied for depth only
-    num_workers: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100  # steps between resumable checkpoints
+    num_workers: NonNegativeInt = 0
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 100  # steps between resumable checkpoints
 
     def __post_init__(self) -> None:
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks: must name each task once and at least one, got {list(self.tasks)}")
         if set(self.batch_size) != set(self.tasks):
-            raise ConfigError(f"batch_size keys {sorted(self.batch_size)} must match tasks {list(self.tasks)}")
+            raise ConfigError(f"batch_size: keys {sorted(self.batch_size)} must match tasks "
+                              f"{list(self.tasks)}")
         if not set(self.loss_weights) <= set(self.tasks):
-            raise ConfigError(f"loss_weights keys {sorted(self.loss_weights)} are not all in tasks {list(self.tasks)}")
+            raise ConfigError(f"loss_weights: keys {sorted(self.loss_weights)} are not all in tasks "
+                              f"{list(self.tasks)}")
 
 
 @dataclass(frozen=True)
 class SolverConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: SolverModelConfig = field(default_factory=SolverModelConfig)
-    num_bins: int = 2000  # coordinate quantisation bins (the vocabulary gets num_bins + 1)
-    spare_codes: int = 0  # reserved vocabulary rows for future tasks (the paper's insseg configs: 128)
+    num_bins: Annotated[int, Range(lo=2)] = 2000  # coordinate bins (the vocabulary gets num_bins + 1)
+    spare_codes: NonNegativeInt = 0  # vocabulary rows kept for future tasks (paper's insseg configs: 128)
     depth: DepthTaskConfig = field(default_factory=DepthTaskConfig)
     insseg: InssegTaskConfig = field(default_factory=InssegTaskConfig)
     runs: dict[str, SolverRunConfig] = field(default_factory=dict)
@@ -301,7 +347,7 @@ class DepthInferConfig:
 
     soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
     soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
-    tau: float = 0.8  # decode_soft temperature (multiplies the logits)
+    tau: PositiveFloat = 0.8  # decode_soft temperature (multiplies the logits)
     flip_tta: bool = True  # average each window with its horizontal flip (ref §5.1)
     shift_windows: bool = True  # sliding S x S windows; False = one centred window
 
@@ -312,17 +358,17 @@ class InssegInferConfig:
 
     soft_input: bool = True
     soft_decode: bool = True
-    tau: float = 1.0
-    top_p: float = 0.0  # 0 = greedy (deterministic); the paper samples with 0.3
-    seed: int = 0  # of the top-p sampling generator
-    panel_score: float = 0.3  # instances drawn in the panels score at least this
+    tau: PositiveFloat = 1.0
+    top_p: UnitInterval = 0.0  # 0 = greedy (deterministic); the paper samples with 0.3
+    seed: NonNegativeInt = 0  # of the top-p sampling generator
+    panel_score: UnitInterval = 0.3  # instances drawn in the panels score at least this
 
 
 @dataclass(frozen=True)
 class TokenizerEvalConfig:
     """How eval_tokenizer@<variant> soft-decodes (AiT ref §3.2: tau multiplies the logits)."""
 
-    tau: float = 1.0
+    tau: PositiveFloat = 1.0
 
 
 @dataclass(frozen=True)
@@ -335,12 +381,25 @@ class TokenizerEvalTasks:
 class EvalConfig:
     """How evaluation runs (never what the model is): batching and panels, then per-task decoding."""
 
-    batch_images: int = 4  # images per generate call (depth: x windows x flips sequences)
-    num_panels: int = 4  # PNG panels for the first samples of each task
-    max_images: int = 0  # evaluate only the first N samples (0 = all)
+    batch_images: PositiveInt = 4  # images per generate call (depth: x windows x flips sequences)
+    num_panels: NonNegativeInt = 4  # PNG panels for the first samples of each task
+    max_images: NonNegativeInt = 0  # evaluate only the first N samples (0 = all)
     depth: DepthInferConfig = field(default_factory=DepthInferConfig)
     insseg: InssegInferConfig = field(default_factory=InssegInferConfig)
     tokenizer: TokenizerEvalTasks = field(default_factory=TokenizerEvalTasks)
+
+
+def _ordered_pair(pair: tuple[float, float], name: str) -> None:
+    if pair[0] > pair[1]:
+        raise ConfigError(f"{name}: lower bound {pair[0]} is above upper bound {pair[1]}")
+
+
+def check_variant(name: str, tasks: dict[str, str], task: str, key: str) -> None:
+    """`name` must be a `task` entry of tokenizer.variants (`tasks`: variant -> task); `key` chose it."""
+    if tasks.get(name) != task:
+        known = ", ".join(k for k, t in tasks.items() if t == task) or "none"
+        raise ConfigError(f"{key}: {name!r} is not a {task} variant of tokenizer.variants "
+                          f"({task} variants: {known})")
 
 
 # Top-level params.yaml sections and their schemas. Later sections register here.
@@ -388,8 +447,10 @@ def load_section(path: str | Path, key: str, cls: type[T]) -> T:
     return section
 
 
-def load_value(path: str | Path, key: str, tp: Any) -> Any:
-    """Load the single dotted value `key` (e.g. "data.max_bad_fraction") checked against type `tp`."""
+def load_value(path: str | Path, key: str) -> Any:
+    """Load the single dotted value `key` (e.g. "data.max_bad_fraction"), checked against the type and
+    range its dataclass field declares."""
+    tp = field_type(key)
     node: Any = read_params(path)
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -402,6 +463,34 @@ def load_value(path: str | Path, key: str, tp: Any) -> Any:
     if _READS is not None:
         _READS.add(key)
     return value
+
+
+def field_type(key: str) -> Any:
+    """The declared type (with its range) of the dotted params key, walking the section schemas."""
+    parts = key.split(".")
+    tp: Any = SECTIONS[parts[0]]
+    for part in parts[1:]:
+        if typing.get_origin(tp) is dict:  # a named entry (tokenizer.variants.<name>, solver.runs.<run>)
+            tp = typing.get_args(tp)[1]
+        else:
+            tp = typing.get_type_hints(tp, include_extras=True)[part]
+    return tp
+
+
+def load_variant(path: str | Path, name: str, task: str, key: str) -> TokenizerVariant:
+    """The `task` tokenizer variant `name` that params key `key` chose, or one line listing the known ones
+    (a stage that trains on a variant's cache reads only that variant's entry)."""
+    variants = read_params(path).get("tokenizer", {}).get("variants")
+    variants = variants if isinstance(variants, dict) else {}
+    tasks = {k: v.get("task") for k, v in variants.items() if isinstance(v, dict)}
+    try:
+        check_variant(name, tasks, task, key)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    variant = load_section(path, f"tokenizer.variants.{name}", TokenizerVariant)
+    if variant.task != task:  # checked above; reading it records the one key the caller depends on
+        raise ConfigError(f"{path}: {key}: {name!r} is not a {task} variant")
+    return variant
 
 
 def load_all(path: str | Path) -> dict[str, Any]:
@@ -475,7 +564,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     """Build dataclass `cls` from a mapping; unknown keys and wrong types raise `ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -486,12 +575,20 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
             kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}.{name}: missing key")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a cross-field rule of __post_init__ names the field, not the section
+        raise ConfigError(f"{where}.{e}") from None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:  # Annotated[type, Range(...)]: coerce, then range-check
+        value = _coerce(args[0], value, where)
+        for rule in tp.__metadata__:
+            rule.check(value, where)
+        return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is Literal:

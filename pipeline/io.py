@@ -31,6 +31,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """`write_json` through a scratch file renamed into place: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(path)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     tmp.write_text(dumps(obj))
     os.replace(tmp, path)
@@ -59,6 +60,35 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_scratch(dest: Path) -> list[Path]:
+    """Delete `.<name>.partial-<pid>` / `.<name>.old-<pid>` leftovers of `dest` whose process is dead.
+
+    A SIGKILL skips every cleanup handler, so a killed build leaves its scratch folder behind (gigabytes
+    for a token cache); the next build of the same output removes it. A live process's scratch is kept:
+    DVC's repository lock already keeps two builds of one output apart.
+    """
+    removed = []
+    for path in dest.parent.glob(f".{dest.name}.*-*"):
+        kind, _, pid = path.name[len(dest.name) + 2:].rpartition("-")
+        if kind in ("partial", "old") and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield a scratch directory that replaces `dest` only if the block finishes without error.
@@ -68,6 +98,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(dest)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +128,23 @@ def autocast_ctx(device: torch.device, enabled: bool = True) -> AbstractContextM
     if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch CPU threads, then restore the previous count.
+
+    oneDNN splits a convolution's work by the thread count (not by the physical cores), so the same
+    inputs give last-bit different activations under different counts, and near-tied codes flip (5 of
+    518,400 demo tokens between 1 and 2 threads). Stages whose bytes must not depend on the machine
+    (token caches) fix the count. CUDA kernels ignore it.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

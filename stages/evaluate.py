@@ -114,14 +114,14 @@ def main(
     """
     model_dir = model_dir or Path("models/solver") / run
     out = out or Path("results/evaluate") / run
+    overrides = {"num_panels": num_panels, "max_images": max_images}
+    opts = replace(load_section(params, "evaluate", EvalConfig),
+                   **{k: v for k, v in overrides.items() if v is not None})
     model, vocab, config = load_solver(model_dir)
     if config.get("run") != run:
         raise DataError(f"{model_dir}: holds run {config.get('run')!r}, not {run!r}")
     dev = pick_device(device)
     model.to(dev)
-    overrides = {"num_panels": num_panels, "max_images": max_images}
-    opts = replace(load_section(params, "evaluate", EvalConfig),
-                   **{k: v for k, v in overrides.items() if v is not None})
     paths = {"prepared": prepared, "tokenizers": tokenizers, "caches": caches, "model_dir": model_dir}
     metrics, panels, results = {}, [], None
     for task in config["tasks"]:

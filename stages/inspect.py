@@ -40,9 +40,9 @@ from stages.ui import console, fail_cleanly
 app = typer.Typer(no_args_is_help=True, help="Inspect pipeline outputs (token caches).")
 
 
-def summarize_cache(path: Path) -> dict[str, Any]:
-    """Per-split counts, sizes and code-usage statistics of the cache at `path`."""
-    info = open_cache(path)
+def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
+    """Per-split counts, sizes and code-usage statistics of the cache at `path` (`verify`: shard sha256)."""
+    info = open_cache(path, verify=verify)
     m = info.manifest
     k = m["tokenizer"]["num_embeddings"]
     splits = {}
@@ -59,7 +59,16 @@ def summarize_cache(path: Path) -> dict[str, Any]:
             "code_usage": usage_stats(code_counts(tokens, k)),
         }
     return {"path": str(path), "task": m["task"], "variant": m["variant"],
-            "tokenizer_hash": info.tokenizer_hash, "num_embeddings": k, "splits": splits}
+            "tokenizer_hash": info.tokenizer_hash, "num_embeddings": k, "splits": splits, "verified": verify}
+
+
+def foreign_variant(path: Path, variant: str | None) -> str | None:
+    """A warning when the folder name is not the variant its manifest records (a copied or moved cache)."""
+    name = Path(path).resolve().name
+    if variant != name:
+        return (f"warning: {path} holds the cache of variant {variant!r}, not {name!r}; "
+                f"stages read data/tokens/<variant>, so rebuild it there (`dvc repro cache_tokens@{name}`)")
+    return None
 
 
 def _table(summary: dict[str, Any]) -> Table:
@@ -81,9 +90,14 @@ def _table(summary: dict[str, Any]) -> Table:
 def cache(
     path: Annotated[Path, typer.Argument(help="token cache dir (data/tokens/<variant>)")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of a table")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="also check every shard's sha256 against the "
+                                                          "manifest (reads every byte)")] = False,
 ) -> None:
     """Counts, sizes and codebook usage of a token cache."""
-    summary = summarize_cache(path)
+    summary = summarize_cache(path, verify)
+    warning = foreign_variant(path, summary["variant"])
+    if warning:
+        console.print(warning, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
     else:

@@ -1,6 +1,7 @@
 """`ait prepare {depth,insseg}` — the `prepare@<task>` DVC stages.
 
-Reads only `data.tasks.<task>` and `data.max_bad_fraction`, validates every sample once and writes
+Reads only `data.tasks.<task>` and `data.max_bad_fraction` (depth also the two crop sides its frames
+must fit: `tokenizer.depth.train.crop_size`, `cache.depth.crop_size`), validates every sample once and writes
 `<out>/<split>.jsonl` manifests plus `report.json` (and `categories.json` for insseg).
 """
 
@@ -15,7 +16,14 @@ import typer
 from pipeline.config import DepthSourceConfig, InssegSourceConfig, load_section, load_value
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
-from pipeline.data.prepare import SplitResult, build_report, prepare_depth_split, prepare_insseg_split
+from pipeline.data.prepare import (
+    DepthRules,
+    SplitResult,
+    build_report,
+    keep_one_frame_size,
+    prepare_depth_split,
+    prepare_insseg_split,
+)
 from pipeline.io import atomic_dir, write_json, write_jsonl
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
@@ -25,13 +33,14 @@ class Task(str, Enum):
     insseg = "insseg"
 
 
-def _depth_splits(cfg: DepthSourceConfig) -> dict[str, SplitResult]:
+def _depth_splits(cfg: DepthSourceConfig, crops: tuple[int, int]) -> dict[str, SplitResult]:
     root = Path(cfg.root)
     splits = {}
     for split, list_file in (("train", cfg.train_list), ("test", cfg.test_list)):
         entries = nyu.list_depth_samples(root, list_file, cfg.layout)
         with progress(f"prepare depth/{split}") as cb:
-            splits[split] = prepare_depth_split(entries, root, cfg.layout, cb)
+            splits[split] = prepare_depth_split(entries, root, cfg.layout, DepthRules(split, *crops), cb)
+    keep_one_frame_size(splits)
     return splits
 
 
@@ -46,6 +55,8 @@ def _insseg_splits(cfg: InssegSourceConfig) -> tuple[dict[str, SplitResult], lis
         if categories is not None and index.categories != categories:
             raise DataError(f"{root / ann}: categories differ from the train json's")
         categories = index.categories
+        if not categories:
+            raise DataError(f"{root / ann}: no categories")
         with progress(f"prepare insseg/{split}") as cb:
             splits[split] = prepare_insseg_split(index, cb)
     return splits, [{"id": c["id"], "name": c["name"]} for c in categories]
@@ -59,21 +70,24 @@ def main(
 ) -> None:
     """Validate a dataset once and write per-split manifests plus report.json."""
     out = out or Path("data/prepared") / task.value
-    max_bad = load_value(params, "data.max_bad_fraction", float)
+    max_bad = load_value(params, "data.max_bad_fraction")
     if task is Task.depth:
         cfg = load_section(params, "data.tasks.depth", DepthSourceConfig)
-        splits, extra = _depth_splits(cfg), {}
+        # Frames must fit the crops of later stages: checked here, before any tokenizer trains.
+        crops = (load_value(params, "tokenizer.depth.train.crop_size"),
+                 load_value(params, "cache.depth.crop_size"))
+        splits, extra = _depth_splits(cfg, crops), {}
     else:
         cfg = load_section(params, "data.tasks.insseg", InssegSourceConfig)
         splits, categories = _insseg_splits(cfg)
         extra = {"categories.json": categories}
     report = build_report(task.value, cfg.source, splits, max_bad)
     for row in report["skipped"][:5] + report["dropped_annotations"][:5]:
-        console.print(f"skipped {row['split']}/{row['key']}: {row['reason']}", highlight=False)
+        console.print(f"skipped {row['split']}/{row['key']}: {row['reason']}", soft_wrap=True)
     if not report["ok"]:
-        raise DataError(f"prepare {task.value}: too many bad samples, {report['verdict']} "
-                        f"({len(report['skipped'])} skipped samples, "
-                        f"{len(report['dropped_annotations'])} dropped annotations)")
+        raise DataError(f"prepare {task.value}: {report['verdict']} ({len(report['skipped'])} skipped "
+                        f"samples, {len(report['dropped_annotations'])} dropped annotations; the first "
+                        f"reasons are listed above)")
     with atomic_dir(out) as tmp:
         for split, result in splits.items():
             write_jsonl(tmp / f"{split}.jsonl", result.records)

@@ -34,6 +34,7 @@ from pipeline.config import (
     SolverRunConfig,
     load_section,
     load_value,
+    load_variant,
 )
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir
@@ -43,7 +44,7 @@ from pipeline.runtime import destroy_distributed, init_distributed, pick_device,
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.shares import rank_batches, rank_loss_weights
 from pipeline.solver.steps import DepthHead, InssegHead, TrainStep
-from pipeline.solver.train import Batches, fit, load_state, save_state
+from pipeline.solver.train import Batches, fit, load_state, restore_live, save_state, snapshot_live
 from pipeline.tasks import insseg as insseg_task
 from pipeline.tokens.read import open_cache, token_pipeline
 from pipeline.vocab import Vocab
@@ -119,17 +120,20 @@ def main(
     tasks = {t: load_section(params, f"solver.{t}", TASK_CONFIG[t]) for t in cfg.tasks}
     backbone_cfg = load_section(params, "solver.backbone", BackboneConfig)
     model_cfg = load_section(params, "solver.model", SolverModelConfig)
-    num_bins = load_value(params, "solver.num_bins", int)
-    spare = load_value(params, "solver.spare_codes", int)
-    seed = load_value(params, "base.seed", int)
-    variants = {"depth": load_value(params, "tokenizer.solver_depth_variant", str), "insseg": "insseg"}
+    num_bins = load_value(params, "solver.num_bins")
+    spare = load_value(params, "solver.spare_codes")
+    seed = load_value(params, "base.seed")
+    variants = {"depth": load_value(params, "tokenizer.solver_depth_variant"), "insseg": "insseg"}
+    chosen_by = {"depth": "tokenizer.solver_depth_variant", "insseg": "tokenizer.variants"}
+    for t in tasks:  # before any work: each cache must come from a configured variant of its task
+        load_variant(params, variants[t], t, chosen_by[t])
     out, state_dir = out or Path("models/solver") / run, state_dir or Path("checkpoints/solver") / run
     live_dir = live_dir or Path("results/train_solver") / run
 
     dev = pick_device(device)
     info = init_distributed(dev.type)
     seed_everything(seed)
-    opened = {t: open_cache(caches / variants[t]) for t in tasks}
+    opened = {t: open_cache(caches / variants[t], verify=True, variant=variants[t]) for t in tasks}
     vocab = Vocab.from_manifests(num_bins, **{t: c.manifest for t, c in opened.items()}, spare_codes=spare)
     length = max(sequence_length(t, opened[t].manifest, tasks[t]) for t in tasks)
     arch = solver_config(model_cfg, length, cfg.parallel)
@@ -151,11 +155,13 @@ def main(
     local = rank_batches(cfg.batch_size, info.rank, info.world_size)
     batches = {t: _batches(t, opened[t], tasks[t], local[t], cfg.num_workers, seed + 7919 * (start + 1))
                for t in tasks if local[t]}
+    if start > 0 and info.rank == 0:
+        restore_live(state_dir, live_dir)  # DVC deleted the live folder before re-running the stage
     live = open_live(live_dir, info.rank == 0, resume=start > 0)
     console.print(f"train_solver {run}: tasks {list(tasks)}, V={vocab.size}, steps {start}->{cfg.steps}, "
                   f"device {dev}, {info.world_size} process(es)", highlight=False)
-    save = functools.partial(_save_if_rank0, info.rank, state_dir, fingerprint, model, optimizer, scheduler,
-                             generator)
+    save = functools.partial(_save_if_rank0, info.rank, state_dir, live_dir, fingerprint, model, optimizer,
+                             scheduler, generator)
     last = fit(net, model, batches, optimizer, scheduler, start=start, steps=cfg.steps,
                grad_clip=cfg.optim.grad_clip, device=dev, generator=generator,
                log=lambda s, v: log_step(live, s, v), log_every=cfg.log_every, save=save,
@@ -174,7 +180,8 @@ def main(
     destroy_distributed()
 
 
-def _save_if_rank0(rank: int, state_dir: Path, fingerprint: str, model, optimizer, scheduler, generator,
-                   step: int) -> None:
+def _save_if_rank0(rank: int, state_dir: Path, live_dir: Path, fingerprint: str, model, optimizer, scheduler,
+                   generator, step: int) -> None:
     if rank == 0:
         save_state(state_dir, fingerprint, step, model, optimizer, scheduler, generator)
+        snapshot_live(live_dir, state_dir)

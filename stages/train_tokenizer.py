@@ -39,7 +39,7 @@ def main(
     """Train one VQ-VAE tokenizer variant on the prepared training split."""
     spec = load_section(params, f"tokenizer.variants.{variant}", TokenizerVariant)
     cfg = load_section(params, f"tokenizer.{spec.task}", TokenizerTaskConfig)
-    seed = load_value(params, "base.seed", int)
+    seed = load_value(params, "base.seed")
     out = out or Path("models/tokenizer") / variant
     live_dir = live_dir or Path("results/train_tokenizer") / variant
 

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from pipeline.config import ConfigError
 from pipeline.data.errors import DataError
 
-console = Console(stderr=True)
+# Stage output is plain text: with markup on, rich would swallow bracketed text in messages and paths
+# ("[focal]", "bbox [nan, 0, 4, 4]"). Styling is explicit (`Text`), never parsed from a string.
+console = Console(stderr=True, markup=False, highlight=False)
 PARAMS_HELP = "params file to read this stage's section from"
 
 
@@ -54,15 +59,39 @@ def progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def fail_cleanly(fn: Callable) -> Callable:
-    """Turn bad-input errors into one red line on stderr and exit code 1 (no traceback)."""
+    """Turn bad-input errors into one red line on stderr and exit code 1 (no traceback).
+
+    Anything else is a bug and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (DataError, ConfigError) as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            message = one_line(e)
+            _release_frames(e)
+            console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
 
+
+def one_line(e: BaseException) -> str:
+    """The message of `e`; for an error re-raised from a DataLoader worker (whose message carries the
+    worker's traceback) the original one-line message at its end."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = f"{type(e).__module__}.{type(e).__name__}: "
+    return last[len(name):] if last.startswith(name) else last
+
+
+def _release_frames(e: BaseException) -> None:
+    # The traceback's frames hold the DataLoader iterators of the failed stage: free them now, so their
+    # worker processes are joined before the interpreter shuts down (otherwise each worker prints
+    # "sys.meta_path is None, Python is likely shutting down" on exit).
+    traceback.clear_frames(e.__traceback__)
+    e.__traceback__ = None
+    gc.collect()

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.data.errors import DataError
 from pipeline.models.backbone import BackboneConfig, build_backbone, layer_id, num_lr_layers
 
 TINY = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), img_size=64, window_size=4)
@@ -120,7 +121,7 @@ def test_mismatched_or_missing_weights_raise_clearly(tmp_path):
     torch.save(other.body.state_dict(), path)
     with pytest.raises(ValueError, match="shape mismatches"):
         build_backbone(BackboneConfig(**TINY, weights=str(path)))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DataError, match="not found"):
         build_backbone(BackboneConfig(**TINY, weights=str(tmp_path / "absent.pt")))
 
 

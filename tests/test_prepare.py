@@ -65,7 +65,9 @@ def dataset(tmp_path):
                   "train_list": "train.txt", "test_list": "test.txt"},
         "insseg": {"source": "coco", "root": str(coco), "train_images": "images",
                    "train_json": "annotations/train.json", "val_images": "images",
-                   "val_json": "annotations/val.json"}}}}
+                   "val_json": "annotations/val.json"}}},
+              # the crops the depth frames must fit (the solver's is the full frame height)
+              "tokenizer": {"depth": {"train": {"crop_size": 16}}}, "cache": {"depth": {"crop_size": H}}}
     return tmp_path, params
 
 

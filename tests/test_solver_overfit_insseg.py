@@ -88,7 +88,7 @@ def _mask_tokenizer(crops: np.ndarray, steps: int = 300) -> VQVAE:
 
 
 def test_instances_are_memorised(four_images):
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)  # a fixed count: the same result on any machine (AP 0.60 at 2, 250 s at 1)
     seed_everything(0)
     records, categories = four_images
     category_ids = [c["id"] for c in categories]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,13 +112,14 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
     assert result.exit_code != 0 and not (project / "resume" / "model").exists()
     assert (project / "resume" / "state" / "state.pt").is_file()
     monkeypatch.setattr(loop, "clip_gradients", original)
+    shutil.rmtree(project / "resume" / "live")  # as DVC does to a stage's outs before re-running it
     result = _train(project, "depth", "resume")
     assert result.exit_code == 0, result.output
     assert "steps 2->4" in result.stderr
     live = json.loads((project / "resume" / "live" / "metrics.json").read_text())
     assert live["step"] == 3  # DVCLive resumed: the step count continues
     rows = (project / "resume" / "live" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
-    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2", "3"]  # the steps before the crash kept
 
 
 def test_cache_of_another_tokenizer_is_refused(project, tmp_path):

@@ -4,7 +4,10 @@ of a failed build, and a 2-process (gloo) build equal to the 1-process one."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
 from pipeline.tokenizers.data import instance_index
 from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
+from pipeline.tokens.build import CACHE_THREADS
 from pipeline.tokens.manifest import SCHEMA_VERSION, CacheError
 from pipeline.tokens.read import ZarrTokens, open_cache, token_pipeline
 from pipeline.tokens.views import View, depth_views, extract_views, nearest_view, view_offsets
@@ -150,6 +154,40 @@ def test_two_builds_are_byte_identical(project, caches, variant, tmp_path):
     for f in files:  # shards, every zarr chunk/metadata file and the manifest
         assert (first / f).read_bytes() == (again / f).read_bytes(), f
     assert json.loads((first / "manifest.json").read_text())["schema_version"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cache_bytes_do_not_depend_on_the_thread_count(project, caches, variant, tmp_path, monkeypatch):
+    # oneDNN splits convolutions by thread count: without a fixed count, near-tied codes flip between
+    # machines with different core counts (5 of 518,400 demo tokens between 1 and 2 threads).
+    seen = []
+    real_encode = VQVAE.encode
+
+    def spy(self, x):
+        seen.append(torch.get_num_threads())
+        return real_encode(self, x)
+
+    monkeypatch.setattr(VQVAE, "encode", spy)
+    ambient = 1 if torch.get_num_threads() > 1 else 3  # the fixture's caches: the machine default
+    torch.set_num_threads(ambient)
+    again = build(project, variant, project / "models", tmp_path / variant)
+    assert seen and set(seen) == {CACHE_THREADS} and torch.get_num_threads() == ambient  # fixed inside
+    first = caches / variant
+    for f in sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file()):
+        assert (first / f).read_bytes() == (again / f).read_bytes(), f
+
+
+def test_next_build_removes_the_scratch_of_a_killed_one(project, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a process that has exited
+    stale = tmp_path / f".depth_mask50.partial-{dead}"
+    (stale / "train").mkdir(parents=True)
+    (stale / "train" / "shard-000000.tar").write_bytes(b"half a shard")  # as SIGKILL leaves it
+    running = tmp_path / f".depth_mask50.partial-{os.getppid()}"  # a live process's build is not touched
+    running.mkdir()
+    build(project, "depth_mask50", project / "models", tmp_path / "depth_mask50")
+    assert not stale.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "depth_mask50"]
 
 
 def test_failed_build_leaves_nothing_a_reader_accepts(project, caches, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ TINY = {
                    "optim": {"warmup_steps": 2},
                    "train": {"steps": 6, "batch_size": 8, "log_every": 2}},
     },
+    "cache": {"depth": {"crop_size": 48}},  # the solver's crop is the full frame height
 }
 
 

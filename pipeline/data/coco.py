@@ -110,6 +110,7 @@ def load_coco(json_path: Path, image_dir: Path) -> CocoIndex:
     for key in ("images", "categories"):
         if not isinstance(dataset.get(key), list):
             raise DataError(f"{json_path}: missing list '{key}'")
+    _check_ids(json_path, dataset)
     coco = COCO()
     coco.dataset = dataset
     try:
@@ -118,6 +119,19 @@ def load_coco(json_path: Path, image_dir: Path) -> CocoIndex:
     except (KeyError, TypeError) as e:
         raise DataError(f"{json_path}: malformed COCO record ({type(e).__name__}: {e})") from None
     return CocoIndex(coco, json_path, image_dir)
+
+
+def _check_ids(json_path: Path, dataset: dict[str, Any]) -> None:
+    """Integer, unique ids: pycocotools indexes by them and silently keeps the last of two equal ones."""
+    for key in ("images", "annotations"):
+        seen: set[int] = set()
+        for record in dataset.get(key) or []:
+            rid = record.get("id") if isinstance(record, dict) else None
+            if not isinstance(rid, int) or isinstance(rid, bool):
+                raise DataError(f"{json_path}: {key} record with id {rid!r}: ids must be integers")
+            if rid in seen:
+                raise DataError(f"{json_path}: duplicate {key} id {rid}")
+            seen.add(rid)
 
 
 def coco_from_records(records: list[dict[str, Any]], categories: list[dict[str, Any]]) -> COCO:

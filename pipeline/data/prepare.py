@@ -4,10 +4,14 @@ Every later stage reads these manifests instead of the raw list files or annotat
 checks below run exactly once per dataset version:
 
 - depth (NYUv2 formats): both files exist and decode, RGB and depth sizes match, depth is uint16
-  millimetres (or the documented 8-bit DenseDepth encoding in that layout);
+  millimetres (or the documented 8-bit DenseDepth encoding in that layout), the map has a valid pixel
+  (inside the Eigen evaluation crop for the test split), the frame fits the configured crops (the
+  tokenizer's training crop; the solver's crop is the full frame height) and has the dataset's one
+  frame size (the token cache needs a fixed view set);
 - insseg (COCO format): the image exists, decodes and has the size the json claims; every
-  annotation has a known category, a positive box inside the image, a non-empty segmentation and a
-  0/1 crowd flag.
+  annotation has a known category, a finite positive box inside the image, a finite area, a
+  non-empty decodable segmentation whose mask is non-empty and a 0/1 crowd flag; every split keeps at
+  least one annotation.
 
 A malformed sample is skipped and listed in the report with its reason; a malformed annotation is
 dropped from its image and listed. The caller decides (with `max_bad_fraction`) whether the
@@ -16,7 +20,9 @@ dataset as a whole is acceptable.
 
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ from pycocotools import mask as mask_utils
 
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
+from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH, eval_mask
 
 Progress = Callable[[int, int], None]
 BOX_TOLERANCE_PX = 1.0  # COCO boxes are floats rounded from polygons; allow one pixel of overhang
@@ -65,7 +72,16 @@ def _parallel_map(fn, items: Sequence, progress: Progress | None) -> list:
 # depth
 
 
-def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str) -> dict:
+@dataclass(frozen=True)
+class DepthRules:
+    """What a depth frame must satisfy beyond decoding: which split it is in and the configured crops."""
+
+    split: str  # "test" frames need a valid pixel inside the evaluation crop
+    tokenizer_crop: int  # tokenizer.depth.train.crop_size: a square inside the frame
+    solver_crop: int  # cache.depth.crop_size: the full frame height (AiT ref §6.1)
+
+
+def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: DepthRules) -> dict:
     """One manifest record for a depth pair, or DataError naming the first problem."""
     rgb = nyu.read_rgb(entry.rgb)
     raw = nyu.read_depth_png(entry.depth)
@@ -75,6 +91,8 @@ def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str) -> dict:
     if raw.shape != rgb.shape[:2]:
         raise DataError(f"{entry.depth}: depth is {raw.shape[1]}x{raw.shape[0]} but RGB is "
                         f"{rgb.shape[1]}x{rgb.shape[0]}")
+    _check_frame_size(entry.depth, raw.shape, rules)
+    _check_valid_depth(entry.depth, nyu.stored_depth_to_metres(raw), rules.split)
     rel = os.path.relpath(entry.rgb, root)
     record = {
         "key": sample_key(rel),
@@ -92,11 +110,30 @@ def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str) -> dict:
     return record
 
 
-def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: str,
+def _check_frame_size(path: Path, shape: tuple[int, int], rules: DepthRules) -> None:
+    h, w = shape
+    if rules.tokenizer_crop > min(h, w):
+        raise DataError(f"{path}: frame {w}x{h} is smaller than tokenizer.depth.train.crop_size "
+                        f"{rules.tokenizer_crop}")
+    if rules.solver_crop != h or rules.solver_crop > w:
+        raise DataError(f"{path}: frame {w}x{h}, but cache.depth.crop_size {rules.solver_crop} must equal "
+                        f"the frame height (the solver crops full-height squares)")
+
+
+def _check_valid_depth(path: Path, metres: np.ndarray, split: str) -> None:
+    # Evaluation scores only MIN_DEPTH < gt < MAX_DEPTH inside the Eigen crop (metrics/depth.py): a test
+    # frame without such a pixel has no score, a training frame without any valid pixel has no target.
+    if split == "test" and not eval_mask(metres).any():
+        raise DataError(f"{path}: no valid depth pixel inside the evaluation crop")
+    if not ((metres > MIN_DEPTH) & (metres < MAX_DEPTH)).any():
+        raise DataError(f"{path}: no valid depth pixel (all holes or out of range)")
+
+
+def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: str, rules: DepthRules,
                         progress: Progress | None = None) -> SplitResult:
     def check(entry):
         try:
-            return check_depth_entry(entry, root, layout)
+            return check_depth_entry(entry, root, layout, rules)
         except (DataError, OSError) as e:
             return {"key": sample_key(os.path.relpath(entry.rgb, root)), "reason": _one_line(e)}
 
@@ -110,8 +147,27 @@ def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: s
     return result
 
 
+def keep_one_frame_size(splits: dict[str, SplitResult]) -> None:
+    """Skip frames whose size is not the dataset's most common one (ties: the larger): the token cache
+    stores a fixed view set, so every frame of both splits must share one size."""
+    sizes = Counter((r["height"], r["width"]) for s in splits.values() for r in s.records)
+    if len(sizes) < 2:
+        return
+    (h, w), _ = max(sizes.items(), key=lambda kv: (kv[1], kv[0]))
+    for result in splits.values():
+        odd = [r for r in result.records if (r["height"], r["width"]) != (h, w)]
+        result.records = [r for r in result.records if (r["height"], r["width"]) == (h, w)]
+        result.skipped += [{"key": r["key"], "reason": f"{r['depth']}: frame {r['width']}x{r['height']} "
+                            f"differs from the dataset's {w}x{h} (the token cache needs one size)"}
+                           for r in odd]
+
+
 # --------------------------------------------------------------------------------------------------
 # instance segmentation
+
+
+def _finite_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_annotation(ann: dict, width: int, height: int, category_ids: set[int]) -> str | None:
@@ -120,9 +176,11 @@ def check_annotation(ann: dict, width: int, height: int, category_ids: set[int])
         return f"unknown category_id {ann.get('category_id')!r}"
     if ann.get("iscrowd", 0) not in (0, 1):
         return f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+    if not _finite_number(ann.get("area")) or ann["area"] < 0:
+        return f"area must be a finite number >= 0, got {ann.get('area')!r}"
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4):
-        return "bbox must be [x, y, w, h]"
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_finite_number, bbox))):
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
         return f"empty bbox {bbox}"
@@ -144,6 +202,10 @@ def check_annotation(ann: dict, width: int, height: int, category_ids: set[int])
 def check_image(index: coco.CocoIndex, image_id: int) -> dict:
     """The manifest record of one COCO image (annotations not yet filtered) or DataError."""
     info = index.image_record(image_id)
+    if not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("width", "height")):
+        raise DataError(f"{index.json_path}: image {image_id} needs positive integer width and height")
+    if not isinstance(info.get("file_name"), str):
+        raise DataError(f"{index.json_path}: image {image_id} has no file_name")
     path = index.image_path(image_id)
     try:
         with Image.open(path) as im:
@@ -201,14 +263,17 @@ def build_report(task: str, source: str, splits: dict[str, SplitResult], max_bad
     if total_ann:
         fractions["annotations"] = bad_ann / total_ann
     worst = max(fractions, key=fractions.get)
+    within = total > 0 and fractions[worst] <= max_bad_fraction
+    verdict = f"{worst}: {fractions[worst]:.1%} bad (limit {max_bad_fraction:.1%})"
+    verdict = "no samples listed" if not total else verdict if within else f"too many bad samples, {verdict}"
+    empty = _empty_split(task, splits) if within else None
     return {
         "task": task,
         "source": source,
         "max_bad_fraction": max_bad_fraction,
         "bad_fraction": fractions,
-        "ok": total > 0 and fractions[worst] <= max_bad_fraction,
-        "verdict": (f"{worst}: {fractions[worst]:.1%} bad (limit {max_bad_fraction:.1%})"
-                    if total else "no samples"),
+        "ok": within and empty is None,
+        "verdict": empty or verdict,
         "counts": {name: {"total": s.total, "kept": len(s.records), "skipped": len(s.skipped),
                           "annotations": sum(len(r.get("annotations", ())) for r in s.records),
                           "dropped_annotations": len(s.dropped)}
@@ -218,7 +283,17 @@ def build_report(task: str, source: str, splits: dict[str, SplitResult], max_bad
     }
 
 
-def _one_line(e: BaseException, limit: int = 160) -> str:
+def _empty_split(task: str, splits: dict[str, SplitResult]) -> str | None:
+    """Why the dataset cannot feed every later stage although few samples are bad, or None."""
+    for name, result in splits.items():
+        if not result.records:
+            return f"{name}: no usable sample ({result.total} listed)"
+        if task == "insseg" and not any(r["annotations"] for r in result.records):
+            return f"{name}: no usable annotation in {len(result.records)} images"
+    return None
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
     text = str(e).strip().splitlines()
     line = text[0] if text else type(e).__name__
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -14,7 +14,6 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from pipeline import checkpoint
-from pipeline.data.errors import DataError
 from pipeline.models.backbone import Backbone, BackboneConfig, build_backbone, layer_id, num_lr_layers
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.vocab import Vocab
@@ -71,16 +70,10 @@ def param_groups(model: AiT, lr: float, weight_decay: float, layer_decay: float)
             for (scale, wd), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
-def load_solver(directory: Path):
-    """Rebuild a trained task-solver from its checkpoint dir; returns `(model, vocab, config)`.
+SOLVER_PRODUCER = "`dvc repro train_solver`"
 
-    config.json holds the solver architecture, the backbone config, the vocabulary layout, the task
-    settings and the tokenizer hashes the model was trained against.
-    """
-    try:
-        config = checkpoint.read_config(directory)
-    except FileNotFoundError as e:
-        raise DataError(str(e)) from None
+
+def _build_from_config(config: dict):
     backbone = dict(config["backbone"])
     for key in ("depths", "num_heads", "pretrained_window_sizes"):
         if backbone.get(key) is not None:
@@ -88,6 +81,16 @@ def load_solver(directory: Path):
     # The weights come from the checkpoint: never download or read backbone weights here.
     backbone |= {"pretrained": False, "weights": None}
     vocab = Vocab(**config["vocab"])
-    model = build_ait(BackboneConfig(**backbone), SolverConfig(**config["architecture"]), vocab)
-    checkpoint.load_weights(directory, model)
+    return build_ait(BackboneConfig(**backbone), SolverConfig(**config["architecture"]), vocab), vocab
+
+
+def load_solver(directory: Path):
+    """Rebuild a trained task-solver from its checkpoint dir; returns `(model, vocab, config)`.
+
+    config.json holds the solver architecture, the backbone config, the vocabulary layout, the task
+    settings and the tokenizer hashes the model was trained against.
+    """
+    config = checkpoint.read_config(directory, SOLVER_PRODUCER)
+    model, vocab = checkpoint.build_from_config(directory, _build_from_config, config, SOLVER_PRODUCER)
+    checkpoint.load_weights(directory, model, producer=SOLVER_PRODUCER)
     return model.eval(), vocab, config

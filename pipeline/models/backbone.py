@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.config import BackboneConfig
+from pipeline.data.errors import DataError
 
 
 class Backbone(nn.Module):
@@ -98,24 +99,33 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     return Backbone(body, cfg.normalize)
 
 
+def _read_state(path: Path) -> Mapping:
+    """The tensors of a local weights file; a missing or unreadable file is one `DataError` line."""
+    if not path.is_file():
+        raise DataError(f"{path}: backbone weights not found (solver.backbone.weights)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors, pickle and zip readers each raise their own types
+        raise DataError(f"{path}: unreadable backbone weights ({type(e).__name__})") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, Mapping) and set(state) == {key}:
+            state = state[key]
+    if not isinstance(state, Mapping):
+        raise DataError(f"{path}: backbone weights are not a state dict")
+    return state
+
+
 def load_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a local safetensors / torch state dict into the timm model strictly; ValueError on mismatch.
+    """Load a local safetensors / torch state dict into the timm model strictly; DataError on mismatch.
 
     A `{"model": ...}` or `{"state_dict": ...}` wrapper is unwrapped and classifier `head.*` keys are dropped;
     key remapping of foreign checkpoints (e.g. the official SimMIM ones) is NOT done here.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, Mapping) and set(state) == {key}:
-                state = state[key]
+    state = _read_state(Path(path))
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     expected = body.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -123,7 +133,7 @@ def load_weights(body: nn.Module, path: str | Path) -> None:
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise DataError(
             f"backbone weights {path} do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} shape mismatches "
             f"(e.g. {wrong[:3]})"

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.io import atomic_dir
 from pipeline.optim import clip_gradients
 from pipeline.runtime import autocast_ctx
 
+LIVE_COPY = "live"  # the DVCLive history up to the saved step
 STATE = "state.pt"
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -54,6 +57,25 @@ def save_state(directory: Path, fingerprint: str, step: int, model: torch.nn.Mod
     tmp = directory / f".{STATE}.tmp-{os.getpid()}"
     torch.save(state, tmp)
     tmp.replace(directory / STATE)
+
+
+def snapshot_live(live_dir: Path, directory: Path) -> None:
+    """Copy the DVCLive folder beside the resumable state, consistent with the step just saved.
+
+    DVC deletes a stage's outs (the DVCLive folder among them) before it re-runs the stage, so a resumed
+    run would otherwise restart its metrics history at the resume step.
+    """
+    if live_dir.is_dir():
+        with atomic_dir(directory / LIVE_COPY) as tmp:
+            shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
+
+
+def restore_live(directory: Path, live_dir: Path) -> None:
+    """Put the history saved with the state back into `live_dir` (replacing it) before DVCLive resumes."""
+    copy = directory / LIVE_COPY
+    if copy.is_dir():
+        shutil.rmtree(live_dir, ignore_errors=True)
+        shutil.copytree(copy, live_dir)
 
 
 def load_state(directory: Path, fingerprint: str, model: torch.nn.Module, optimizer, scheduler,

@@ -7,7 +7,8 @@ Work split (one code path for 1 or N processes; 1 process = rank 0 of 1):
   (depth views / instance mask crops) in order, and the tokenizer encodes them on `device` in batches of
   `batch_size` encoder inputs (depth: view crops, insseg: mask crops);
 - encoder batches never cross a shard boundary, so a shard's bytes do not depend on how many
-  processes built the cache;
+  processes built the cache; each process encodes with a fixed number of torch CPU threads
+  (`CACHE_THREADS`), so they do not depend on the machine's core count either;
 - every rank then reports success through an all-reduce (the barrier); if any rank failed all raise, and
   rank 0's `atomic_dir` deletes the scratch. Otherwise rank 0 alone writes the zarr store (reading the
   tokens back from the shards, so both always agree), marks it complete, and writes `manifest.json`
@@ -37,7 +38,7 @@ from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
 from pipeline.io import atomic_dir, write_json
 from pipeline.models.vqvae import VQVAE, grid_shape
-from pipeline.runtime import all_reduce_sum, broadcast_from_rank0
+from pipeline.runtime import all_reduce_sum, broadcast_from_rank0, intra_op_threads
 from pipeline.tokenizers.data import instance_index
 from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
 from pipeline.tokens import write
@@ -54,6 +55,9 @@ from pipeline.tokens.read import iter_tar_samples
 from pipeline.tokens.views import View, depth_views, extract_views, views_to_json
 
 Progress = Callable[[int, int], None]
+# torch CPU threads of every cache build, whatever the machine's core count (runtime.intra_op_threads):
+# a fixed count, not 1, so a 2-core machine stays busy; more parallelism comes from ranks and workers.
+CACHE_THREADS = 2
 INSSEG_NOTE = ("mask tokens of the GT-box crop, unflipped and flipped; exact under scale jitter and "
                "translation, except for boxes the solver's crop truncates and for jittered duplicate boxes, "
                "which the solver encodes on the fly")
@@ -264,8 +268,9 @@ def build_cache(out: Path, task: str, splits: dict[str, list[dict]], tok: Tokeni
         scratch = _share_path(scratch, device)
         error: Exception | None = None
         try:
-            for name, rows in splits.items():
-                _build_rank_shards(plan, name, rows, mine[name], scratch, tok.model, cfg, device, tick)
+            with intra_op_threads(CACHE_THREADS):  # cache bytes independent of the machine's core count
+                for name, rows in splits.items():
+                    _build_rank_shards(plan, name, rows, mine[name], scratch, tok.model, cfg, device, tick)
         except Exception as e:  # reported to every rank below, then re-raised
             error = e
         failed = all_reduce_sum(torch.tensor([float(error is not None)], device=device))  # the barrier

@@ -94,10 +94,15 @@ def check_tokenizer(manifest: dict[str, Any], expected_hash: str | None, where: 
                          f"is {expected_hash}; rebuild the cache (`dvc repro cache_tokens`)")
 
 
-def check_shards(manifest: dict[str, Any], root: Path) -> None:
-    """Refuse a cache whose shard files are missing or not the size the manifest records (cheap check)."""
+def check_shards(manifest: dict[str, Any], root: Path, verify: bool = False) -> None:
+    """Refuse a cache whose shard files are missing or not the size the manifest records; with `verify`,
+    also any shard whose sha256 differs (same size, other bytes: a flipped or zeroed block)."""
     for split in manifest["splits"].values():
         for shard in split["shards"]:
             path = Path(root) / shard["path"]
             if not path.is_file() or path.stat().st_size != shard["bytes"]:
-                raise CacheError(f"{path}: shard missing or not {shard['bytes']} bytes as the manifest says")
+                raise CacheError(f"{path}: shard missing or not {shard['bytes']} bytes as the manifest says; "
+                                 f"rebuild the cache (`dvc repro cache_tokens`)")
+            if verify and sha256_file(path) != shard["sha256"]:
+                raise CacheError(f"{path}: sha256 differs from the manifest's (the shard was modified or "
+                                 f"corrupted); rebuild the cache (`dvc repro cache_tokens`)")

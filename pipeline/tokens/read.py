@@ -79,10 +79,17 @@ class CacheInfo:
         return [s["samples"] for s in self.split(split)["shards"]]
 
 
-def open_cache(path: str | Path, expected_hash: str | None = None) -> CacheInfo:
-    """Validate the cache at `path` (manifest, schema, zarr completion, shards, tokenizer hash)."""
+def open_cache(path: str | Path, expected_hash: str | None = None, verify: bool = False,
+               variant: str | None = None) -> CacheInfo:
+    """Validate the cache at `path` (manifest, schema, zarr completion, shards, tokenizer hash); `verify`
+    also hashes every shard against the manifest's sha256 (training and `ait inspect cache --verify`
+    read every byte anyway: bench/bench_verify.py measures the cost); `variant` refuses another variant's
+    cache (a copied folder)."""
     root = Path(path)
     manifest = read_manifest(root)
+    if variant is not None and manifest.get("variant") != variant:
+        raise CacheError(f"{root / 'manifest.json'}: cache of variant {manifest.get('variant')!r}, expected "
+                         f"{variant!r}; rebuild it (`dvc repro cache_tokens@{variant}`)")
     check_tokenizer(manifest, expected_hash, root)
     store = root / ZARR_STORE
     try:
@@ -92,7 +99,7 @@ def open_cache(path: str | Path, expected_hash: str | None = None) -> CacheInfo:
         complete = False
     if not complete:
         raise CacheError(f"{store}: zarr store is incomplete (no '{COMPLETE_ATTR}' attribute); rebuild it")
-    check_shards(manifest, root)
+    check_shards(manifest, root, verify)
     return CacheInfo(root, manifest)
 
 

@@ -1,0 +1,511 @@
+"""Bad input never reaches a traceback or a wrong result: one case per mistake a user can make.
+
+Every case runs the real stage command on a tiny project with one thing broken and asserts the outcome
+class: `error` (exit 1, one line naming the key or file, printed verbatim, no traceback) or `reported`
+(exit 0, the bad sample or annotation listed with its reason in report.json, the rest kept). Cases that
+already worked before this matrix existed stay here so that none regresses.
+
+Set AIT_BAD_INPUTS_LOG=<file> to append each case's observed outcome as a JSON line (the table of the
+closing note is made from it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
+
+# ------------------------------------------------------------------------------------------------
+# the project every case breaks a copy of
+
+
+@pytest.fixture(scope="module")
+def built(tiny_project, tmp_path_factory) -> Path:
+    """The tiny demo, prepared, with the depth_mask50 and insseg tokenizers, their caches and a 2-step
+    depth solver, all made by the real stage commands."""
+    root = tmp_path_factory.mktemp("bad_inputs_base")
+    shutil.copytree(tiny_project / "data/demo", root / "data/demo")
+    params = write_params(root / "params.yaml", _params(root))
+    steps = [["prepare", "depth"], ["prepare", "insseg"]]
+    variants = ("depth_mask50", "insseg")
+    steps += [["train-tokenizer", v, "--live-dir", str(root / "live" / v)] for v in variants]
+    steps += [["cache-tokens", v] for v in ("depth_mask50", "insseg")]
+    steps += [["train-solver", "depth", "--live-dir", str(root / "live/solver")]]
+    for args in steps:
+        device = [] if args[0] == "prepare" else ["--device", "cpu"]
+        result = _invoke([*args, "--params", str(params), *device], root)
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def _params(root: Path, extra: dict | None = None) -> dict:
+    # Tolerant enough that one bad sample of the 9 frames is reported, not fatal.
+    base = merge(tiny_params(root, TINY_PIPELINE), {"data": {"max_bad_fraction": 0.2}})
+    return merge(base, extra or {})
+
+
+def _invoke(args: list[str], cwd: Path):
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(cwd)
+        return CliRunner().invoke(app, args)
+
+
+@pytest.fixture
+def project(built, tmp_path) -> Path:
+    """A private copy of the built project (symlinks would let a case break the shared one)."""
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    write_params(root / "params.yaml", _params(root))
+    return root
+
+
+# ------------------------------------------------------------------------------------------------
+# cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """Break `project` (`setup` returns the command's arguments), then expect `outcome` and `message`."""
+
+    id: str
+    setup: Callable[[Path], list[str]]
+    message: str  # verbatim substring of the error line, or of the reason in report.json
+    outcome: str = "error"  # "error" | "reported" | "ok"
+
+
+def _with_params(extra: dict, *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", _params(root, extra))
+        return list(args)
+
+    return setup
+
+
+def _raw_params(text: str, *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / "params.yaml").write_text(text)
+        return list(args)
+
+    return setup
+
+
+def _edit_params(edit: Callable[[dict], None], *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        params = _params(root)
+        edit(params)
+        write_params(root / "params.yaml", params)
+        return list(args)
+
+    return setup
+
+
+DEMO = "data/demo"
+TRAIN_JSON = f"{DEMO}/coco/annotations/instances_train.json"
+VAL_JSON = f"{DEMO}/coco/annotations/instances_val.json"
+NYU = f"{DEMO}/nyuv2"
+
+
+def _edit_json(rel: str, edit: Callable[[dict], None], *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        path = root / rel
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))  # json writes NaN as the NaN token, as a careless tool would
+        return list(args)
+
+    return setup
+
+
+def _first_ann(**fields) -> Callable[[dict], None]:
+    def edit(data: dict) -> None:
+        data["annotations"][0].update(fields)
+
+    return edit
+
+
+def _drop_key(key: str) -> Callable[[dict], None]:
+    return lambda data: data["annotations"][0].pop(key)
+
+
+def _edit_file(rel: str, edit: Callable[[Path], None], *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        edit(root / rel)
+        return list(args)
+
+    return setup
+
+
+def _depth(path: Path, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+    Image.fromarray(edit(np.asarray(Image.open(path)).copy())).save(path)
+
+
+def _zero_eval_crop(d: np.ndarray) -> np.ndarray:
+    from pipeline.metrics.depth import eval_crop
+
+    d[eval_crop(*d.shape)] = 0
+    return d
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _resize_pair(root: Path, stem: str) -> None:
+    for name, mode in ((f"rgb_{stem}.jpg", "RGB"), (f"sync_depth_{stem}.png", None)):
+        path = root / NYU / "room_0000" / name
+        im = Image.open(path)
+        im.resize((80, 48)).save(path) if mode else Image.fromarray(
+            np.resize(np.asarray(im), (48, 80))).save(path)
+
+
+PREPARE_DEPTH = ("prepare", "depth")
+PREPARE_INSSEG = ("prepare", "insseg")
+TRAIN_DEPTH_TOK = ("train-tokenizer", "depth_mask50", "--device", "cpu")
+CACHE_DEPTH = ("cache-tokens", "depth_mask50", "--device", "cpu")
+SOLVER = ("train-solver", "depth", "--device", "cpu")
+EVALUATE = ("evaluate", "depth", "--device", "cpu", "--max-images", "1", "--num-panels", "0")
+DEPTH_TOK = "models/tokenizer/depth_mask50"
+SHARD = "data/tokens/depth_mask50/train/shard-000000.tar"
+
+PARAMS_CASES = [
+    Case("params file missing", lambda r: ["prepare", "depth", "--params", "absent.yaml"],
+         "absent.yaml: params file not found"),
+    Case("params YAML syntax", _raw_params("data: [\n", *PREPARE_DEPTH), "not valid YAML"),
+    Case("params unknown key", _with_params({"tokenizer": {"depth": {"train": {"stepz": 3}}}},
+                                            *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.train.stepz: unknown key"),
+    Case("params wrong type", _with_params({"tokenizer": {"depth": {"train": {"steps": "ten"}}}},
+                                           *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.train.steps: expected int, got str 'ten'"),
+    Case("negative batch size", _with_params({"tokenizer": {"depth": {"train": {"batch_size": -1}}}},
+                                             *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.train.batch_size: must be ≥ 1, got -1"),
+    Case("solver steps 0", _with_params({"solver": {"runs": {"depth": {"steps": 0}}}}, *SOLVER),
+         "solver.runs.depth.steps: must be ≥ 1, got 0"),
+    Case("mask ratio 1.5", _with_params({"tokenizer": {"variants": {"depth_mask50": {"mask_ratio": 1.5}}}},
+                                        *TRAIN_DEPTH_TOK),
+         "tokenizer.variants.depth_mask50.mask_ratio: must be in [0, 1), got 1.5"),
+    Case("codebook of one code", _with_params({"tokenizer": {"depth": {"model": {"num_embeddings": 1}}}},
+                                              *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.model.num_embeddings: must be ≥ 2, got 1"),
+    Case("crop not a multiple of the downsample ratio",
+         _with_params({"tokenizer": {"depth": {"train": {"crop_size": 44}}}}, *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.train.crop_size: 44 is not a multiple of model.downsample_ratio 8"),
+    Case("downsample ratio not a power of two",
+         _with_params({"tokenizer": {"depth": {"model": {"downsample_ratio": 6},
+                                               "train": {"crop_size": 48}}}},
+                      *TRAIN_DEPTH_TOK),
+         "tokenizer.depth.model.downsample_ratio: must be a power of two ≥ 2, got 6"),
+    Case("max_bad_fraction above 1", _with_params({"data": {"max_bad_fraction": 1.5}}, *PREPARE_DEPTH),
+         "data.max_bad_fraction: must be in [0, 1], got 1.5"),
+    Case("NaN weight", lambda r: _nan_params(r, *SOLVER), "solver.depth.aux_weight: must be ≥ 0, got nan"),
+    Case("negative learning rate", _with_params({"solver": {"runs": {"depth": {"optim": {"lr": -0.1}}}}},
+                                                *SOLVER),
+         "solver.runs.depth.optim.lr: must be > 0, got -0.1"),
+    Case("heads do not divide the width", _with_params({"solver": {"model": {"num_heads": 3}}}, *SOLVER),
+         "solver.model.dim: 32 is not divisible by num_heads 3"),
+    Case("reversed scale range", _with_params({"solver": {"insseg": {"scale_range": [2.0, 1.0]}}},
+                                              "train-solver", "insseg", "--device", "cpu"),
+         "solver.insseg.scale_range: lower bound 2.0 is above upper bound 1.0"),
+    Case("top_p above 1", _with_params({"evaluate": {"insseg": {"top_p": 2.0}}}, *EVALUATE),
+         "evaluate.insseg.top_p: must be in [0, 1], got 2.0"),
+    Case("negative workers", _with_params({"tokenizer": {"insseg": {"train": {"num_workers": -1}}}},
+                                          "train-tokenizer", "insseg"),
+         "tokenizer.insseg.train.num_workers: must be ≥ 0, got -1"),
+    Case("cache crop stride 0", _with_params({"cache": {"depth": {"crop_stride": 0}}}, *CACHE_DEPTH),
+         "cache.depth.crop_stride: must be ≥ 1, got 0"),
+    Case("no training scene in the demo", _with_params({"data": {"demo": {"test_scenes": 3}}},
+                                                       "data", "demo", "--out", "demo2"),
+         "data.demo.test_scenes: 3 leaves no training scene of num_scenes 3"),
+    Case("solver depth variant is not a depth variant",
+         _with_params({"tokenizer": {"solver_depth_variant": "insseg"}}, *SOLVER),
+         "tokenizer.solver_depth_variant: 'insseg' is not a depth variant of tokenizer.variants "
+         "(depth variants: depth_mask0, depth_mask50)"),
+    Case("solver depth variant missing", _with_params({"tokenizer": {"solver_depth_variant": "depth_mask99"}},
+                                                      *SOLVER),
+         "tokenizer.solver_depth_variant: 'depth_mask99' is not a depth variant"),
+    Case("no tokenizer variants", _edit_params(lambda p: p["tokenizer"].update(variants={}), *SOLVER),
+         "(depth variants: none)"),
+    Case("run names an unknown task", _with_params({"solver": {"runs": {"depth": {"tasks": ["semseg"]}}}},
+                                                   *SOLVER),
+         "solver.runs.depth.tasks[0]: expected one of ['depth', 'insseg'], got 'semseg'"),
+    Case("batch sizes for other tasks", _edit_params(
+        lambda p: p["solver"]["runs"]["depth"].update(batch_size={"insseg": 2}), *SOLVER),
+         "solver.runs.depth.batch_size: keys ['insseg'] must match tasks ['depth']"),
+]
+
+DATA_CASES = [
+    Case("NaN bbox", _edit_json(TRAIN_JSON, _first_ann(bbox=[math.nan, 16.0, 19.0, 20.0]), *PREPARE_INSSEG),
+         "bbox must be 4 finite numbers [x, y, w, h], got [nan, 16.0, 19.0, 20.0]", "reported"),
+    Case("infinite bbox", _edit_json(TRAIN_JSON, _first_ann(bbox=[45.0, 16.0, math.inf, 20.0]),
+                                     *PREPARE_INSSEG),
+         "bbox must be 4 finite numbers", "reported"),
+    Case("negative-width bbox", _edit_json(TRAIN_JSON, _first_ann(bbox=[45.0, 16.0, -19.0, 20.0]),
+                                           *PREPARE_INSSEG),
+         "empty bbox [45.0, 16.0, -19.0, 20.0]", "reported"),
+    Case("bbox outside the image", _edit_json(TRAIN_JSON, _first_ann(bbox=[60.0, 16.0, 19.0, 20.0]),
+                                              *PREPARE_INSSEG),
+         "bbox [60.0, 16.0, 19.0, 20.0] outside the 64x48 image", "reported"),
+    Case("empty segmentation", _edit_json(TRAIN_JSON, _first_ann(segmentation=[]), *PREPARE_INSSEG),
+         "empty segmentation", "reported"),
+    Case("segmentation without pixels", _edit_json(
+        TRAIN_JSON, _first_ann(segmentation=[[45.0, 16.0, 45.0, 16.0, 45.0, 16.0]]), *PREPARE_INSSEG),
+         "segmentation covers no pixel", "reported"),
+    Case("unreadable segmentation", _edit_json(TRAIN_JSON, _first_ann(segmentation={"counts": 5}),
+                                               *PREPARE_INSSEG),
+         "unreadable segmentation", "reported"),
+    Case("unknown category", _edit_json(TRAIN_JSON, _first_ann(category_id=999), *PREPARE_INSSEG),
+         "unknown category_id 999", "reported"),
+    Case("crowd flag 2", _edit_json(TRAIN_JSON, _first_ann(iscrowd=2), *PREPARE_INSSEG),
+         "iscrowd must be 0 or 1, got 2", "reported"),
+    Case("annotation without area", _edit_json(TRAIN_JSON, _drop_key("area"), *PREPARE_INSSEG),
+         "area must be a finite number >= 0, got None", "reported"),
+    Case("annotation without id", _edit_json(TRAIN_JSON, _drop_key("id"), *PREPARE_INSSEG),
+         "instances_train.json: annotations record with id None: ids must be integers"),
+    Case("annotation with a text id", _edit_json(TRAIN_JSON, _first_ann(id="a1"), *PREPARE_INSSEG),
+         "instances_train.json: annotations record with id 'a1': ids must be integers"),
+    Case("duplicate annotation id", _edit_json(TRAIN_JSON, _first_ann(id=2), *PREPARE_INSSEG),
+         "instances_train.json: duplicate annotations id 2"),
+    Case("image without width", _edit_json(TRAIN_JSON, lambda d: d["images"][0].pop("width"),
+                                           *PREPARE_INSSEG),
+         "image 1 needs positive integer width and height", "reported"),
+    Case("image file missing", _edit_file(f"{NYU}/room_0000/rgb_00000.jpg", Path.unlink, *PREPARE_INSSEG),
+         "image file not found", "reported"),
+    Case("image truncated", _edit_file(f"{NYU}/room_0000/rgb_00001.jpg", _truncate, *PREPARE_INSSEG),
+         "cannot decode image", "reported"),
+    Case("no categories", _edit_json(VAL_JSON, lambda d: d.update(categories=[]), *PREPARE_INSSEG),
+         "instances_val.json: categories differ from the train json's"),
+    Case("category list without any instance",
+         _edit_json(VAL_JSON, lambda d: d.update(annotations=[]), *PREPARE_INSSEG),
+         "prepare insseg: val: no usable annotation in 3 images"),
+    Case("annotation json not JSON", _edit_file(TRAIN_JSON, lambda p: p.write_text("{"), *PREPARE_INSSEG),
+         "instances_train.json: not valid JSON"),
+    Case("all-zero depth map", _edit_file(f"{NYU}/room_0000/sync_depth_00000.png",
+                                          lambda p: _depth(p, np.zeros_like), *PREPARE_DEPTH),
+         "sync_depth_00000.png: no valid depth pixel (all holes or out of range)", "reported"),
+    Case("no valid depth in the evaluation crop", _edit_file(
+        f"{NYU}/room_0002/sync_depth_00000.png", lambda p: _depth(p, _zero_eval_crop), *PREPARE_DEPTH),
+         "sync_depth_00000.png: no valid depth pixel inside the evaluation crop", "reported"),
+    Case("depth size differs from RGB", _edit_file(
+        f"{NYU}/room_0000/sync_depth_00001.png", lambda p: _depth(p, lambda d: d[:40]), *PREPARE_DEPTH),
+         "depth is 64x40 but RGB is 64x48", "reported"),
+    Case("depth PNG truncated", _edit_file(f"{NYU}/room_0000/sync_depth_00002.png", _truncate,
+                                           *PREPARE_DEPTH),
+         "sync_depth_00002.png", "reported"),
+    Case("one frame of another size", _edit_file(".", lambda r: _resize_pair(r, "00000"), *PREPARE_DEPTH),
+         "frame 80x48 differs from the dataset's 64x48 (the token cache needs one size)", "reported"),
+    Case("tokenizer crop larger than the frames",
+         _with_params({"tokenizer": {"depth": {"train": {"crop_size": 56}}}}, *PREPARE_DEPTH),
+         "too many bad samples, samples: 100.0% bad"),
+    Case("solver crop is not the frame height",
+         _with_params({"cache": {"depth": {"crop_size": 40}}}, *PREPARE_DEPTH),
+         "too many bad samples, samples: 100.0% bad"),
+    Case("empty test split", _edit_file(f"{NYU}/test_files_with_gt.txt", lambda p: p.write_text(""),
+                                        *PREPARE_DEPTH),
+         "prepare depth: test: no usable sample (0 listed)"),
+    Case("no usable depth sample", _edit_file(NYU, lambda d: [p.unlink() for p in d.glob("*/sync_depth_*")],
+                                              *PREPARE_DEPTH),
+         "too many bad samples, samples: 100.0% bad"),
+    Case("list file with one column", _edit_file(f"{NYU}/train_files_with_gt.txt",
+                                                 lambda p: p.write_text("room_0000/rgb_00000.jpg\n"),
+                                                 *PREPARE_DEPTH),
+         "train_files_with_gt.txt:1: expected 2 or 3 columns (rgb depth [focal]), got 1"),
+    Case("bracketed text in a message", _edit_file(
+        f"{NYU}/train_files_with_gt.txt",
+        lambda p: p.write_text("room_0000/rgb_00000.jpg room_0000/sync_depth_00000.png [focal]\n"),
+        *PREPARE_DEPTH),
+         "train_files_with_gt.txt:1: focal '[focal]' is not a number"),
+    Case("dataset root missing", _with_params({"data": {"tasks": {"insseg": {"root": "absent"}}}},
+                                              *PREPARE_INSSEG),
+         "absent: dataset root not found"),
+]
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\0garbage" * 64)
+
+
+def _zero_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[1024:4096] = bytes(3072)  # same size, other bytes: only the sha256 can tell
+    path.write_bytes(bytes(data))
+
+
+def _edit_config(rel: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel / "config.json"
+        config = json.loads(path.read_text())
+        edit(config)
+        path.write_text(json.dumps(config))
+
+    return setup
+
+
+def _foreign_cache(root: Path) -> None:
+    shutil.rmtree(root / "data/tokens/depth_mask50")
+    shutil.copytree(root / "data/tokens/insseg", root / "data/tokens/depth_mask50")
+
+
+def _then(edit: Callable[[Path], None], *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        edit(root)
+        return list(args)
+
+    return setup
+
+
+def _nan_params(root: Path, *args: str) -> list[str]:
+    text = yaml.safe_dump(_params(root), sort_keys=False)
+    (root / "params.yaml").write_text(text.replace("aux_weight: 1.0", "aux_weight: .nan", 1))
+    return list(args)
+
+
+def _garbage_backbone(root: Path, *args: str) -> list[str]:
+    _garbage(root / "backbone.safetensors")
+    weights = {"solver": {"backbone": {"weights": str(root / "backbone.safetensors")}}}
+    write_params(root / "params.yaml", _params(root, weights))
+    return list(args)
+
+
+ARTIFACT_CASES = [
+    Case("tokenizer config.json corrupt", _edit_file(f"{DEPTH_TOK}/config.json", lambda p: p.write_text("{"),
+                                                     *CACHE_DEPTH),
+         "config.json: unreadable checkpoint config (JSONDecodeError); re-run `dvc repro train_tokenizer`"),
+    Case("tokenizer config.json missing", _edit_file(f"{DEPTH_TOK}/config.json", Path.unlink, *CACHE_DEPTH),
+         "config.json: checkpoint config not found; re-run `dvc repro train_tokenizer`"),
+    Case("tokenizer config.json of another code", _then(
+        _edit_config(DEPTH_TOK, lambda c: c["architecture"].update(width=3)), *CACHE_DEPTH),
+         "does not describe a model this code can build (TypeError"),
+    Case("tokenizer weights garbage", _edit_file(f"{DEPTH_TOK}/model.safetensors", _garbage, *CACHE_DEPTH),
+         "the checkpoint is corrupt, re-run `dvc repro train_tokenizer`"),
+    Case("tokenizer weights missing", _edit_file(f"{DEPTH_TOK}/model.safetensors", Path.unlink, *CACHE_DEPTH),
+         "model.safetensors: checkpoint weights not found; re-run `dvc repro train_tokenizer`"),
+    Case("tokenizer of another variant", _then(
+        _edit_config(DEPTH_TOK, lambda c: c.update(variant="depth_mask0")), *CACHE_DEPTH),
+         "checkpoint is tokenizer variant 'depth_mask0', not 'depth_mask50'"),
+    Case("solver config.json corrupt", _edit_file("models/solver/depth/config.json",
+                                                  lambda p: p.write_text("[]"), *EVALUATE),
+         "config.json: not a checkpoint config (no architecture or content_hash); "
+         "re-run `dvc repro train_solver`"),
+    Case("solver weights garbage", _edit_file("models/solver/depth/model.safetensors", _garbage, *EVALUATE),
+         "the checkpoint is corrupt, re-run `dvc repro train_solver`"),
+    Case("backbone weights garbage", lambda r: _garbage_backbone(r, *SOLVER),
+         "backbone.safetensors: unreadable backbone weights (SafetensorError)"),
+    Case("cache shard zeroed, training", _edit_file(SHARD, _zero_middle, *SOLVER),
+         "shard-000000.tar: sha256 differs from the manifest's"),
+    Case("cache shard zeroed, inspect --verify", _edit_file(SHARD, _zero_middle, "inspect", "cache",
+                                                            "data/tokens/depth_mask50", "--verify"),
+         "shard-000000.tar: sha256 differs from the manifest's"),
+    Case("cache shard truncated", _edit_file(SHARD, _truncate, *SOLVER), "shard missing or not"),
+    Case("cache manifest missing", _edit_file("data/tokens/depth_mask50/manifest.json", Path.unlink, *SOLVER),
+         "not a complete token cache (no manifest.json"),
+    Case("cache of another variant, training", _then(_foreign_cache, *SOLVER),
+         "manifest.json: cache of variant 'insseg', expected 'depth_mask50'"),
+    Case("cache of another variant, inspect", _then(_foreign_cache, "inspect", "cache",
+                                                    "data/tokens/depth_mask50"),
+         "warning: data/tokens/depth_mask50 holds the cache of variant 'insseg', not 'depth_mask50'", "ok"),
+    Case("cache of another tokenizer", _edit_json("data/tokens/depth_mask50/manifest.json",
+                                                  lambda m: m["tokenizer"].update(hash="0" * 16), *SOLVER),
+         "cache was built with tokenizer 0000000000000000, but models/tokenizer/depth_mask50 is"),
+    Case("prepared manifest missing", _edit_file("data/prepared/depth/train.jsonl", Path.unlink,
+                                                 *TRAIN_DEPTH_TOK),
+         "train.jsonl: prepared manifest not found (run `dvc repro prepare`)"),
+]
+
+CASES = PARAMS_CASES + DATA_CASES + ARTIFACT_CASES
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_or_a_reported_skip(case, project):
+    args = case.setup(project)
+    if "--params" not in args and args[0] != "inspect":
+        args += ["--params", str(project / "params.yaml")]
+    result = _invoke(args, project)
+    outcome = _outcome(result, project, case)
+    _log(case, result, outcome)
+    assert "Traceback" not in result.output, result.output
+    assert outcome == case.outcome, result.output + "".join(traceback.format_exception(result.exception))
+    if case.outcome == "error":
+        line = _error_line(result.stderr)
+        assert case.message in line, result.stderr  # verbatim: nothing eaten as markup
+    elif case.outcome == "reported":
+        reasons = [row["reason"] for row in _report_rows(project, args[1])]
+        assert any(case.message in reason for reason in reasons), reasons
+    else:
+        assert case.message in result.stderr
+
+
+def _error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _report_rows(root: Path, task: str) -> list[dict]:
+    report = json.loads((root / "data/prepared" / task / "report.json").read_text())
+    return report["skipped"] + report["dropped_annotations"]
+
+
+def _outcome(result, root: Path, case: Case) -> str:
+    if not isinstance(result.exception, (SystemExit, type(None))):
+        return "traceback"
+    if result.exit_code != 0:
+        return "error" if any(line.startswith("error: ") for line in result.stderr.splitlines()) else "other"
+    return "reported" if _newly_reported(root, case) else "ok"
+
+
+def _newly_reported(root: Path, case: Case) -> bool:
+    for task in ("depth", "insseg"):
+        report = root / "data/prepared" / task / "report.json"
+        if report.is_file() and any(case.message in row["reason"] for row in _report_rows(root, task)):
+            return True
+    return False
+
+
+def _log(case: Case, result, outcome: str) -> None:
+    path = os.environ.get("AIT_BAD_INPUTS_LOG")
+    if path:
+        text = result.output.strip().splitlines()
+        last = next((line for line in reversed(text) if line.startswith("error: ")), text[-1] if text else "")
+        if not isinstance(result.exception, (SystemExit, type(None))):
+            last = f"{type(result.exception).__name__}: {str(result.exception).splitlines()[0][:150]}"
+        with open(path, "a") as f:
+            f.write(json.dumps({"case": case.id, "outcome": outcome, "line": last[:220]}) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# what CliRunner cannot see: worker processes, signals
+
+
+def test_dataloader_workers_stay_quiet_after_an_error(built, tmp_path):
+    """A sample that fails inside a DataLoader worker is one line; the workers exit without noise."""
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    params = write_params(root / "params.yaml", _params(root, {"tokenizer": {"depth": {"train": {
+        "num_workers": 2}}}}))
+    assert _invoke(["prepare", "depth", "--params", str(params)], root).exit_code == 0  # records point here
+    rows = [json.loads(line) for line in (root / "data/prepared/depth/train.jsonl").read_text().splitlines()]
+    for row in rows:
+        Path(row["depth"]).unlink(missing_ok=True)  # the prepared records now point at nothing
+    proc = subprocess.run([sys.executable, "-m", "stages.cli", "train-tokenizer", "depth_mask50", "--device",
+                           "cpu", "--params", str(root / "params.yaml")], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "meta_path" not in proc.stderr, proc.stderr
+    assert "sync_depth_" in _error_line(proc.stderr), proc.stderr  # the file, not the worker's traceback
