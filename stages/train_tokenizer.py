@@ -46,9 +46,13 @@ def main(
     dev = pick_device(device)
     info = init_distributed(dev.type)
     seed_everything(seed)
-    records = read_jsonl(_manifest(prepared / spec.task / "train.jsonl"))
+    manifest = _manifest(prepared / spec.task / "train.jsonl")
+    records = read_jsonl(manifest)
     t = cfg.train
     data = DepthCrops(records, t.crop_size, seed) if spec.task == "depth" else MaskCrops(records, t.crop_size, seed)
+    if len(data) == 0:  # prepare refuses such a split; a hand-edited or foreign manifest may still have one
+        raise DataError(f"{manifest}: no training sample for the {spec.task} tokenizer; "
+                        f"re-run `dvc repro prepare`")
     if t.batch_size % info.world_size:
         raise DataError(f"tokenizer.{spec.task}.train.batch_size {t.batch_size} is not divisible by "
                         f"{info.world_size} processes")

@@ -357,6 +357,11 @@ def _edit_config(rel: str, edit: Callable[[dict], None]) -> Callable[[Path], Non
     return setup
 
 
+def _no_annotations(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**row, "annotations": []}) + "\n" for row in rows))
+
+
 def _foreign_cache(root: Path) -> None:
     shutil.rmtree(root / "data/tokens/depth_mask50")
     shutil.copytree(root / "data/tokens/insseg", root / "data/tokens/depth_mask50")
@@ -423,6 +428,9 @@ ARTIFACT_CASES = [
     Case("cache of another tokenizer", _edit_json("data/tokens/depth_mask50/manifest.json",
                                                   lambda m: m["tokenizer"].update(hash="0" * 16), *SOLVER),
          "cache was built with tokenizer 0000000000000000, but models/tokenizer/depth_mask50 is"),
+    Case("prepared split without instances", _edit_file("data/prepared/insseg/train.jsonl", _no_annotations,
+                                                        "train-tokenizer", "insseg", "--device", "cpu"),
+         "train.jsonl: no training sample for the insseg tokenizer; re-run `dvc repro prepare`"),
     Case("prepared manifest missing", _edit_file("data/prepared/depth/train.jsonl", Path.unlink,
                                                  *TRAIN_DEPTH_TOK),
          "train.jsonl: prepared manifest not found (run `dvc repro prepare`)"),
