@@ -73,7 +73,8 @@ def foreign_variant(path: Path, variant: str | None) -> str | None:
 
 def _table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary['path']}: {summary['task']} cache of {summary['variant']} "
-                        f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']})")
+                        f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']}"
+                        f"{'; every shard sha256 verified' if summary['verified'] else ''})")
     for name in ("split", "samples", "shards", "bytes", "tokens/sample", "code count min/median/max",
                  "perplexity", "unused codes"):
         table.add_column(name, justify="left" if name == "split" else "right")

@@ -417,6 +417,8 @@ ARTIFACT_CASES = [
     Case("cache shard zeroed, inspect --verify", _edit_file(SHARD, _zero_middle, "inspect", "cache",
                                                             "data/tokens/depth_mask50", "--verify"),
          "shard-000000.tar: sha256 differs from the manifest's"),
+    Case("intact cache, inspect --verify", _then(lambda r: None, "inspect", "cache", "--json", "--verify",
+                                                 "data/tokens/depth_mask50"), '"verified": true', "ok"),
     Case("cache shard truncated", _edit_file(SHARD, _truncate, *SOLVER), "shard missing or not"),
     Case("cache manifest missing", _edit_file("data/tokens/depth_mask50/manifest.json", Path.unlink, *SOLVER),
          "not a complete token cache (no manifest.json"),
@@ -456,7 +458,7 @@ def test_bad_input_is_one_line_or_a_reported_skip(case, project):
         reasons = [row["reason"] for row in _report_rows(project, args[1])]
         assert any(case.message in reason for reason in reasons), reasons
     else:
-        assert case.message in result.stderr
+        assert case.message in result.output
 
 
 def _error_line(stderr: str) -> str:
