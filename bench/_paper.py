@@ -1,7 +1,7 @@
 """Paper-size set-up shared by bench_train.py and bench_loader.py (a helper, not a bench).
 
 - `paper_config`: params.yaml merged with presets/paper.yaml (`stages.preset.merged`) and validated by
-  `pipeline.config.load_all`, written to a temp params file: no hyper-parameter is typed again here;
+  `pipeline.params.load_all`, written to a temp params file: no hyper-parameter is typed again here;
 - `paper_data`: seeded random-init tokenizers of the paper's `tokenizer.{depth,insseg}.model` (saved and
   reloaded through `pipeline.checkpoint`, so the caches carry a real content hash) and small
   paper-resolution token caches built with `pipeline.tokens.build.build_cache` from the shared real samples:
@@ -29,10 +29,10 @@ import webdataset as wds
 import yaml
 
 from pipeline import checkpoint
-from pipeline.config import load_all
 from pipeline.data import coco, nyu
 from pipeline.data.prepare import DepthRules, prepare_depth_split, prepare_insseg_split
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_all
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.train import Batches
 from pipeline.tokens.build import Tokenizer, build_cache

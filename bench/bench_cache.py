@@ -40,9 +40,10 @@ from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import CacheConfig, DepthTaskConfig, InssegTaskConfig, TokenizerTaskConfig, load_section
+from pipeline.config import CacheConfig, DepthTaskConfig, InssegTaskConfig, TokenizerTaskConfig
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_section
 from pipeline.runtime import pick_device
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.steps import DepthHead, InssegHead

@@ -26,9 +26,10 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import DepthCacheConfig, TokenizerTaskConfig, load_section
+from pipeline.config import DepthCacheConfig, TokenizerTaskConfig
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_section
 from pipeline.runtime import pick_device
 from pipeline.tokens.build import Tokenizer, build_cache
 from stages.cli import app

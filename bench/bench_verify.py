@@ -14,7 +14,6 @@ check compares sizes only. Two ways side by side in one run, per cache and on on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._timing import timed  # noqa: E402
+from pipeline.io import sha256_file  # noqa: E402
 from pipeline.tokens.read import open_cache  # noqa: E402
 
 CHUNK = 1 << 20
@@ -38,14 +38,6 @@ def _read(path: Path) -> int:
         while block := f.read(CHUNK):
             n += len(block)
     return n
-
-
-def _hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bench_cache(root: Path, repeats: int) -> dict:
@@ -65,7 +57,7 @@ def bench_file(gib: float, repeats: int) -> dict:
                 f.write(os.urandom(CHUNK))
         size = path.stat().st_size
         out = {"bytes": size, **timed("read", lambda: _read(path), repeats, CPU),
-               **timed("sha256", lambda: _hash(path), repeats, CPU)}
+               **timed("sha256", lambda: sha256_file(path), repeats, CPU)}
     out["read_gb_per_s"] = size / out["read_s"] / 1e9
     out["sha256_gb_per_s"] = size / out["sha256_s"] / 1e9
     out["sha256_s_per_gb"] = out["sha256_s"] / (size / 1e9)

@@ -1,6 +1,6 @@
 """Allowed ranges of params values, written beside each field as `Annotated[type, Range(...)]`.
 
-`pipeline/config.py` checks a value against its range when the params file is loaded, so a negative
+`pipeline/params.py` checks a value against its range when the params file is loaded, so a negative
 batch size or a ratio of 1.5 is one line naming the dotted key and the interval before any work starts,
 never a traceback from deep inside a stage. Rules that tie several fields together live in the
 dataclass's `__post_init__` and raise `ConfigError` with the field name first.
@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any
+
+
+class ConfigError(ValueError):
+    """A params file does not match its schema; the message is one line naming the key."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,6 @@ class Range:
 
     def check(self, value: Any, where: str) -> None:
         if not self.admits(value):
-            from pipeline.config import ConfigError
-
             raise ConfigError(f"{where}: must be {self.describe()}, got {value!r}")
 
 

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import ConfigError
+from pipeline.params import from_dict
 
 
 class ExperimentError(ConfigError):

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import ConfigError, read_params
+from pipeline.config import ConfigError
 from pipeline.experiments import (
     ExperimentError,
     RowTiming,
@@ -36,6 +36,7 @@ from pipeline.experiments import (
     select,
     shell_line,
 )
+from pipeline.params import read_params
 from stages.ui import PARAMS_HELP, console, fail_cleanly
 
 ABLATIONS_HELP = "the paper's ablation tables (rows, overrides, paper numbers)"

@@ -19,9 +19,10 @@ from typing import Annotated
 import typer
 
 from pipeline import checkpoint
-from pipeline.config import DepthCacheConfig, InssegCacheConfig, load_section
+from pipeline.config import DepthCacheConfig, InssegCacheConfig
 from pipeline.data.errors import DataError
 from pipeline.io import read_jsonl
+from pipeline.params import load_section
 from pipeline.runtime import destroy_distributed, init_distributed, pick_device
 from pipeline.tokens.build import Tokenizer, build_cache
 from pipeline.tokens.manifest import SPLITS

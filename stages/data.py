@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import DemoConfig, load_section
+from pipeline.config import DemoConfig
 from pipeline.io import atomic_dir
+from pipeline.params import load_section
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 app = typer.Typer(no_args_is_help=True, help="Datasets: render the embedded demo, import NYUv2 .mat.")

@@ -17,10 +17,11 @@ from typing import Annotated
 import typer
 
 from pipeline import checkpoint
-from pipeline.config import TokenizerEvalConfig, load_section
+from pipeline.config import TokenizerEvalConfig
 from pipeline.data.errors import DataError
 from pipeline.headline import headline_path, tokenizer_headline
 from pipeline.io import atomic_dir, read_jsonl, write_json, write_json_atomic
+from pipeline.params import load_section
 from pipeline.runtime import pick_device
 from pipeline.tokenizers.evaluate import evaluate_depth, evaluate_masks
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress

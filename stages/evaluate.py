@@ -22,11 +22,12 @@ import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig, from_dict, load_section
+from pipeline.config import DepthTaskConfig, EvalConfig, InssegTaskConfig
 from pipeline.data.errors import DataError
 from pipeline.headline import headline_path, solver_headline
 from pipeline.io import atomic_dir, read_jsonl, write_json, write_json_atomic
 from pipeline.models.ait import load_solver
+from pipeline.params import from_dict, load_section
 from pipeline.runtime import pick_device
 from pipeline.solver.evaluate import evaluate_depth, evaluate_insseg, train_depth_baselines
 from pipeline.tokens.manifest import check_tokenizer, read_manifest

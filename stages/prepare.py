@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import DepthSourceConfig, InssegSourceConfig, load_section, load_value
+from pipeline.config import DepthSourceConfig, InssegSourceConfig
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
 from pipeline.data.prepare import (
@@ -25,6 +25,7 @@ from pipeline.data.prepare import (
     prepare_insseg_split,
 )
 from pipeline.io import atomic_dir, write_json, write_jsonl
+from pipeline.params import load_section, load_value
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 

@@ -32,14 +32,12 @@ from pipeline.config import (
     InssegTaskConfig,
     SolverModelConfig,
     SolverRunConfig,
-    load_section,
-    load_value,
-    load_variant,
 )
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.params import load_section, load_value, load_variant
 from pipeline.runtime import destroy_distributed, init_distributed, pick_device, seed_everything, wrap_ddp
 from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
 from pipeline.solver.shares import rank_batches, rank_loss_weights

@@ -16,10 +16,11 @@ import typer
 from torch.utils.data import DataLoader
 
 from pipeline import checkpoint
-from pipeline.config import TokenizerTaskConfig, TokenizerVariant, load_section, load_value
+from pipeline.config import TokenizerTaskConfig, TokenizerVariant
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_section, load_value
 from pipeline.runtime import destroy_distributed, init_distributed, pick_device, seed_everything
 from pipeline.tokenizers.data import DepthCrops, EpochSampler, MaskCrops
 from pipeline.tokenizers.train import LossSpec, fit_tokenizer

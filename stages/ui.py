@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import time
-import traceback
 from collections.abc import Callable, Iterator
 
 import typer
@@ -69,9 +67,7 @@ def fail_cleanly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (DataError, ConfigError) as e:
-            message = one_line(e)
-            _release_frames(e)
-            console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+            console.print(Text("error: ", style="bold red") + Text(one_line(e)), soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -87,11 +83,3 @@ def one_line(e: BaseException) -> str:
     name = f"{type(e).__module__}.{type(e).__name__}: "
     return last[len(name):] if last.startswith(name) else last
 
-
-def _release_frames(e: BaseException) -> None:
-    # The traceback's frames hold the DataLoader iterators of the failed stage: free them now, so their
-    # worker processes are joined before the interpreter shuts down (otherwise each worker prints
-    # "sys.meta_path is None, Python is likely shutting down" on exit).
-    traceback.clear_frames(e.__traceback__)
-    e.__traceback__ = None
-    gc.collect()

@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import (
-    SECTIONS,
-    ConfigError,
-    DataConfig,
-    DemoConfig,
-    from_dict,
-    load_all,
-    load_section,
-    load_value,
-)
+from pipeline.config import SECTIONS, ConfigError, DataConfig, DemoConfig
+from pipeline.params import from_dict, load_all, load_section, load_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +156,8 @@ def test_defaults_match_params_yaml():
 
 
 def test_record_reads_reports_each_leaf_read_with_its_dotted_key(tmp_path):
-    from pipeline.config import SolverConfig, load_section, load_value, record_reads
+    from pipeline.config import SolverConfig
+    from pipeline.params import load_section, load_value, record_reads
 
     path = tmp_path / "params.yaml"
     path.write_text("base: {seed: 3}\nsolver:\n  num_bins: 8\n  depth: {aux_weight: 0.5}\n"

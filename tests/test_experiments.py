@@ -12,8 +12,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import SECTIONS, ConfigError, from_dict
+from pipeline.config import SECTIONS, ConfigError
 from pipeline.experiments import count_stages, experiment_name, load_ablations, param_paths
+from pipeline.params import from_dict
 from pipeline.report import build_report, parse_exp_show
 from stages import ablate, report
 

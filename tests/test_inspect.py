@@ -12,10 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import checkpoint, viz
-from pipeline.config import TokenizerTaskConfig, load_section
+from pipeline.config import TokenizerTaskConfig
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_section
 from pipeline.tokenizers.data import instance_index
 from pipeline.tokens.read import ZarrTokens
 from stages.cli import app

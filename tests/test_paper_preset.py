@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import load_all
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
+from pipeline.params import load_all
 from pipeline.tasks import insseg as insseg_task
 from pipeline.vocab import Vocab
 from stages.preset import merged

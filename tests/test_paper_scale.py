@@ -32,12 +32,12 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import load_all
 from pipeline.data.nyu import read_rgb
 from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.models.vqvae import VQVAE, grid_shape
 from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.params import load_all
 from pipeline.runtime import seed_everything
 from pipeline.solver.augment import DEPTH_DRAW_SIZE
 from pipeline.solver.evaluate import coco_results

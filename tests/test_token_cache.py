@@ -251,7 +251,8 @@ def _rank_build(rank: int, world: int, port: int, project: str, out: str) -> Non
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # what torchrun sets
     from pipeline import runtime
-    from pipeline.config import DepthCacheConfig, load_section
+    from pipeline.config import DepthCacheConfig
+    from pipeline.params import load_section
     from pipeline.tokens.build import Tokenizer, build_cache
 
     info = runtime.init_distributed("cpu")

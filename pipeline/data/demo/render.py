@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ConfigError, DemoConfig, to_dict
+from pipeline.config import ConfigError, DemoConfig
 from pipeline.data.demo import sensor
 from pipeline.data.demo.camera import Intrinsics, Pose, sample_poses
 from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
@@ -25,6 +25,7 @@ from pipeline.data.demo.scene import CATEGORIES, Scene, make_scene, pack
 from pipeline.data.demo.shading import albedo, decal_index, finish, shade, surface_uv
 from pipeline.data.demo.tint import tint_scene
 from pipeline.data.demo.write import reset_dir, save_bts_list, save_depth_png, save_jpeg, save_json
+from pipeline.params import to_dict
 
 _MIN_AREA_FRACTION = 1e-3  # instances with fewer visible pixels (of H*W, at least 8) are not annotated
 
