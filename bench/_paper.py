@@ -2,16 +2,20 @@
 
 - `paper_config`: params.yaml merged with presets/paper.yaml (`stages.preset.merged`) and validated by
   `pipeline.params.load_all`, written to a temp params file: no hyper-parameter is typed again here;
-- `paper_data`: seeded random-init tokenizers of the paper's `tokenizer.{depth,insseg}.model` (saved and
-  reloaded through `pipeline.checkpoint`, so the caches carry a real content hash) and small
-  paper-resolution token caches built with `pipeline.tokens.build.build_cache` from the shared real samples:
-  the NYUv2 sample's BTS train list (480x640 JPEG/PNG RGB + 16-bit PNG depth, `cache.depth` of the preset:
-  480 crops, stride 32) and the 40-image COCO sample (`cache.insseg`). Only the "train" split is built
-  (the solver reads nothing else); label decoding runs in-process (`num_workers` 0) to spare the CPUs;
-- `loader` / `head`: the solver's own loader (`token_pipeline` + `DepthDecoder`/`collate_depth` or
-  `InssegDecoder`/`collate_insseg` in an endless `Batches`, as `stages.train_solver._batches` builds it)
-  and heads (`stages.train_solver._head`). The depth decoder's augmentation fields are read by name
-  from `solver.depth`, so the bench follows whatever augmentation knobs the decoder has.
+- `paper_data`: seeded random-init tokenizers of the paper's `tokenizer.<task>.model` for the variants
+  `tokenizer.solver_variants` names (saved and reloaded through `pipeline.checkpoint`, so the caches carry
+  a real content hash) and small paper-resolution token caches built from the shared real samples the way
+  `cache_tokens` builds them (`pipeline.tokens.run.cache_job`): the task's `cache_layout` over the
+  key-sorted prepared records, then `pipeline.tokens.build.build_cache`. Samples: the NYUv2 sample's BTS
+  train list (480x640 JPEG/PNG RGB + 16-bit PNG depth, `cache.depth` of the preset: 480 crops, stride 32)
+  and the 40-image COCO sample (`cache.insseg`), validated by `pipeline.data.prepare` and written as
+  `ait prepare` writes them (records, `categories.json`, report). Only the "train" split is built (the
+  solver reads nothing else); label decoding runs in-process (`num_workers` 0) to spare the CPUs;
+- `examples` / `loader` / `loss_adapter` / `run_spec`: the solver's own pieces from
+  `pipeline.solver.run`, through the task protocol (`get_task(task)`): the task's (decode, collate)
+  (`DepthExamples`/`collate_depth`, `InssegExamples`/`collate_insseg`) in the endless `Batches` of
+  `run.batches`, its loss adapter (`DepthLoss` / `InssegLoss`) around the hash-checked frozen tokenizer
+  (`run.loss_adapter`), and the `RunSpec` of a run built from the merged params.
 """
 
 from __future__ import annotations
@@ -21,24 +25,31 @@ import gc
 import resource
 import statistics
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import webdataset as wds
 import yaml
 
 from pipeline import checkpoint
 from pipeline.data import coco, nyu
-from pipeline.data.prepare import DepthRules, prepare_depth_split, prepare_insseg_split
+from pipeline.data.prepare import (
+    FrameRules,
+    Prepared,
+    SplitResult,
+    prepare_depth_split,
+    prepare_insseg_split,
+    write_prepared,
+)
 from pipeline.models.vqvae import VQVAE
 from pipeline.params import load_all
-from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
+from pipeline.solver.run import TRAIN_SPLIT, RunSpec, batches, loss_adapter
 from pipeline.solver.train import Batches
-from pipeline.tokens.build import Tokenizer, build_cache
-from pipeline.tokens.read import CacheInfo, open_cache, token_pipeline
+from pipeline.tasks.base import read_split
+from pipeline.tasks.registry import get_task
+from pipeline.tokens.build import CacheJob, Tokenizer, build_cache
+from pipeline.tokens.read import CacheInfo, open_cache
 from stages.preset import merged
-from stages.train_solver import TRAIN_SPLIT, _head
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data")
@@ -64,34 +75,30 @@ class PaperData:
     build_s: dict[str, float]
 
     def task_cfg(self, task: str):
+        """params `solver.<task>` (the task's `solver_config`)."""
         return getattr(self.cfg["solver"], task)
 
-    def decoder(self, task: str, seed: int = 0):
-        """(decode, collate) of the solver's loader for `task`."""
-        m, cfg = self.caches[task].manifest, self.task_cfg(task)
-        if task == "depth":
-            knobs = {f.name: getattr(cfg, f.name) for f in fields(DepthDecoder) if f.name not in
-                     ("crop_size", "seed", "_rng")}
-            return DepthDecoder(m["views"]["crop_size"], seed=seed, **knobs), collate_depth
-        ids = [c["id"] for c in m["categories"]]
-        return InssegDecoder(cfg.image_size, cfg.scale_range, cfg.color_jitter, ids, m["mask_crop_size"],
-                             seed), collate_insseg
+    def examples(self, task: str, seed: int = 0):
+        """(decode, collate) of the solver's loader for `task`: `Task.examples` of its cache."""
+        return get_task(task).examples(self.caches[task].manifest, self.task_cfg(task), seed)
 
     def loader(self, task: str, batch: int, seed: int = 0, workers: int = 0) -> Batches:
         """The solver's endless batches of `task` (decode + augment + collate), a fresh epoch when done."""
-        decode, collate = self.decoder(task, seed)
-        cache = self.caches[task]
+        return batches(get_task(task), self.caches[task], self.task_cfg(task), batch, workers, seed)
 
-        def make(epoch: int):
-            pipe = token_pipeline(cache.root, TRAIN_SPLIT, batch, seed + epoch, decode=decode,
-                                  expected_hash=cache.tokenizer_hash, num_workers=workers, collate=collate)
-            return wds.WebLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
+    def loss_adapter(self, task: str):
+        """The task's loss adapter (`DepthLoss` / `InssegLoss`) with the frozen tokenizer the cache was
+        built with (hash-checked)."""
+        return loss_adapter(get_task(task), self.caches[task], self.tokenizer_dirs[task], self.task_cfg(task))
 
-        return Batches(make)
-
-    def head(self, task: str):
-        """DepthHead / InssegHead with the frozen tokenizer the cache was built with (hash-checked)."""
-        return _head(task, self.caches[task], self.tokenizer_dirs[task], self.task_cfg(task))
+    def run_spec(self, run: str) -> RunSpec:
+        """The `RunSpec` of `solver.runs.<run>` from the merged params, as `pipeline.solver.run.load_run`
+        reads it (but from `cfg`, so a bench's overrides of it apply)."""
+        solver, cfg = self.cfg["solver"], self.cfg["solver"].runs[run]
+        tasks = {t: self.task_cfg(t) for t in cfg.tasks}
+        variants = {t: self.cfg["tokenizer"].solver_variants[t] for t in cfg.tasks}
+        return RunSpec(run, cfg, tasks, variants, solver.backbone, solver.model, solver.num_bins,
+                       solver.spare_codes, self.cfg["base"].seed)
 
 
 def _tokenizer(cfg: dict, task: str, variant: str, directory: Path) -> Tokenizer:
@@ -106,40 +113,56 @@ def _tokenizer(cfg: dict, task: str, variant: str, directory: Path) -> Tokenizer
     return Tokenizer(model, config, str(directory))
 
 
-def _records(cfg: dict, task: str, data: Path) -> tuple[list[dict], list[dict] | None]:
-    """Prepared train records of the shared sample (the `prepare` stage's validation), categories."""
-    if task == "depth":
-        root = data / "nyuv2_sample"
-        rules = DepthRules("train", cfg["tokenizer"].depth.train.crop_size, cfg["cache"].depth.crop_size)
-        result = prepare_depth_split(nyu.list_depth_samples(root, DEPTH_LIST, "sync"), root, "sync", rules)
-        categories = None
-    else:
-        root = data / "coco_sample"
-        index = coco.load_coco(root / COCO_JSON, root / "images")
-        result = prepare_insseg_split(index)
-        categories = [{"id": c["id"], "name": c["name"]} for c in index.categories]
+def _depth_sample(cfg: dict, data: Path) -> tuple[Path, SplitResult, dict]:
+    root = data / "nyuv2_sample"
+    rules = FrameRules("train", cfg["tokenizer"].depth.train.crop_size, cfg["cache"].depth.crop_size)
+    entries = nyu.list_depth_samples(root, DEPTH_LIST, "sync")
+    return root, prepare_depth_split(entries, root, "sync", rules), {}
+
+
+def _insseg_sample(cfg: dict, data: Path) -> tuple[Path, SplitResult, dict]:
+    root = data / "coco_sample"
+    index = coco.load_coco(root / COCO_JSON, root / "images")
+    categories = [{"id": c["id"], "name": c["name"]} for c in index.categories]
+    return root, prepare_insseg_split(index), {"categories.json": categories}
+
+
+# the shared sample of each task's dataset, validated as `ait prepare <task>` validates it (a data source,
+# not a task method: the task protocol starts at the prepared records)
+SAMPLES = {"depth": _depth_sample, "insseg": _insseg_sample}
+
+
+def _prepare(cfg: dict, task: str, data: Path, out: Path) -> Path:
+    """The shared sample's train split of `task`, written to `out` as `ait prepare` writes it."""
+    if task not in SAMPLES:
+        raise SystemExit(f"no shared sample for task {task!r} (known: {', '.join(SAMPLES)})")
+    root, result, extra = SAMPLES[task](cfg, data)
     if result.skipped:
         raise SystemExit(f"{root}: {len(result.skipped)} samples failed validation: {result.skipped[0]}")
-    return result.records, categories
+    write_prepared(task, Prepared(f"bench sample {root}", {TRAIN_SPLIT: result}, extra),
+                   cfg["data"].max_bad_fraction, out, log=lambda _line: None)
+    return out
 
 
 def paper_data(tmp: Path, tasks: list[str], device: torch.device, workers: int = 0,
                data: Path = DATA) -> PaperData:
     """Tokenizers + train-split caches of `tasks` under `tmp`; shards sized so `workers` each get one."""
     cfg = paper_config(tmp)
-    variants = {"depth": cfg["tokenizer"].solver_depth_variant, "insseg": "insseg"}
+    variants = cfg["tokenizer"].solver_variants
     caches, dirs, samples, build_s = {}, {}, {}, {}
     for task in tasks:
         dirs[task] = tmp / "tokenizer" / variants[task]
         tok = _tokenizer(cfg, task, variants[task], dirs[task])
-        records, categories = _records(cfg, task, data)
-        per_shard = -(-len(records) // max(workers, 1))
+        prepared = _prepare(cfg, task, data, tmp / "prepared" / task)
+        splits = {TRAIN_SPLIT: sorted(read_split(prepared, TRAIN_SPLIT), key=lambda r: r["key"])}
+        per_shard = -(-len(splits[TRAIN_SPLIT]) // max(workers, 1))
         cache_cfg = replace(getattr(cfg["cache"], task), shard_max_samples=per_shard, num_workers=0)
+        layout = get_task(task).cache_layout(splits, tok, cache_cfg, prepared)
+        job = CacheJob(task, layout, splits, tok, cache_cfg)
         start = time.perf_counter()
-        build_cache(tmp / "tokens" / variants[task], task, {"train": records}, tok, cache_cfg, device,
-                    categories=categories)
+        build_cache(tmp / "tokens" / variants[task], job, device)
         build_s[task] = round(time.perf_counter() - start, 2)
-        caches[task], samples[task] = open_cache(tmp / "tokens" / variants[task]), len(records)
+        caches[task], samples[task] = open_cache(tmp / "tokens" / variants[task]), len(splits[TRAIN_SPLIT])
     return PaperData(cfg, caches, dirs, samples, build_s)
 
 

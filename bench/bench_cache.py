@@ -5,10 +5,11 @@ Prints one JSON object with, per task (depth, insseg):
     views / mask crops); `tokenise_sps`: the same plus the batched tokenizer encode; `build_sps`: the
     whole `build_cache` (shards + zarr + manifest); and the ratios `tokenise_over_decode`,
     `build_over_decode`;
-(b) `solver_cached_sps`: samples/s of the solver's own input pipeline over the cache (`DepthDecoder` /
-    `InssegDecoder` with the params' `solver.<task>` augmentation: a random cached view; the configured
-    LSJ jitter), including the fallback encodes the solver performs for instance boxes the jitter window
-    truncates (`InssegHead.targets`; `fallback_fraction` is the share of objects encoded so), against
+(b) `solver_cached_sps`: samples/s of the solver's own input pipeline over the cache (the task's
+    `examples`, `DepthExamples` / `InssegExamples`, with the params' `solver.<task>` augmentation: a random
+    cached view; the configured LSJ jitter), including the fallback encodes the solver performs for
+    instance boxes the jitter window truncates (`InssegLoss.targets`; `fallback_fraction` is the share of
+    objects encoded so), against
     `solver_on_the_fly_sps`: the same pipeline with every depth view / object crop encoded by the frozen
     tokenizer on the same device per batch, as the official code does (AiT ref §7.1); and
     `cached_over_on_the_fly`. Jittered duplicate boxes are encoded on the fly in both and left out of both.
@@ -18,8 +19,10 @@ median; ratios use the best of each side. `precision` says whether CUDA fp32 may
 `--allow-tf32`).
 
 Data: the embedded demo rendered into a temp dir from `--params` (default params.yaml), prepared, with
-seeded random-init tokenizers of the params' architecture (throughput does not depend on training), or
-an existing project with `--project DIR` (data/prepared + models/tokenizer/<variant>).
+seeded random-init tokenizers of the params' architecture for the variants `tokenizer.solver_variants`
+names (throughput does not depend on training), or an existing project with `--project DIR`
+(data/prepared + models/tokenizer/<variant>). The cache is built as `cache_tokens` builds it: the task's
+`cache_layout` over the key-sorted prepared splits, then `build_cache` (`pipeline.tokens.run.cache_job`).
 
     .venv/bin/python bench/bench_cache.py --device cpu
 """
@@ -40,20 +43,22 @@ from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import CacheConfig, DepthTaskConfig, InssegTaskConfig, TokenizerTaskConfig
-from pipeline.io import read_jsonl
+from pipeline.config import TokenizerTaskConfig
 from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_section
+from pipeline.params import load_section, load_value
 from pipeline.runtime import pick_device
-from pipeline.solver.samples import DepthDecoder, InssegDecoder, collate_depth, collate_insseg
-from pipeline.solver.steps import DepthHead, InssegHead
-from pipeline.tokens.build import DepthItems, InssegItems, Tokenizer, build_cache, encode_inputs, make_plan
+from pipeline.tasks.base import read_split
+from pipeline.tasks.registry import get_task
+from pipeline.tokens.build import CacheJob, Tokenizer, build_cache, encode_inputs
 from pipeline.tokens.read import token_pipeline
 from stages.cli import app
 
-VARIANTS = {"depth": "depth_mask50", "insseg": "insseg"}
-SPLITS = {"depth": ("train", "test"), "insseg": ("train", "val")}
-TASK_CONFIG = {"depth": DepthTaskConfig, "insseg": InssegTaskConfig}
+TASKS = ("depth", "insseg")  # the tasks with an on-the-fly path below (`ON_THE_FLY`)
+
+
+def _variant(params: Path, task: str) -> str:
+    """The tokenizer variant the task-solver trains `task` on (params `tokenizer.solver_variants`)."""
+    return load_value(params, f"tokenizer.solver_variants.{task}")
 
 
 def _project(params: Path, root: Path) -> Path:
@@ -61,10 +66,11 @@ def _project(params: Path, root: Path) -> Path:
     runner = CliRunner()
     root.mkdir(parents=True)
     os.chdir(root)  # the params' dataset roots and the prepared records' paths are relative to it
-    for args in (["data", "demo"], ["prepare", "depth"], ["prepare", "insseg"]):
+    for args in (["data", "demo"], *(["prepare", task] for task in TASKS)):
         result = runner.invoke(app, [*args, "--params", str(params)])
         assert result.exit_code == 0, result.output
-    for task, variant in VARIANTS.items():
+    for task in TASKS:
+        variant = _variant(params, task)
         cfg = load_section(params, f"tokenizer.{task}", TokenizerTaskConfig)
         torch.manual_seed(0)
         checkpoint.save(root / "models/tokenizer" / variant, VQVAE(cfg.model), cfg.model,
@@ -80,12 +86,11 @@ def _as_is(x):
 def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.device, out: Path,
                 repeats: int) -> dict:
     """(a) decode-only vs decode + encode vs the whole build, samples/s (best and median)."""
-    splits = {s: sorted(read_jsonl(project / f"data/prepared/{task}/{s}.jsonl"), key=lambda r: r["key"])
-              for s in SPLITS[task]}
-    records = splits["train"]
-    plan = make_plan(task, splits, tok, cfg)
-    data = (DepthItems(records, list(plan.views), plan.crop_size) if task == "depth"
-            else InssegItems(records, plan.crop_size))
+    spec, prepared = get_task(task), project / "data/prepared" / task
+    splits = {s: sorted(read_split(prepared, s), key=lambda r: r["key"]) for s in spec.splits}
+    records = splits[spec.splits[0]]
+    layout = spec.cache_layout(splits, tok, cfg, prepared)
+    data = layout.items(records)
 
     def run(encode: bool) -> None:
         loader = DataLoader(data, batch_size=None, num_workers=cfg.num_workers, collate_fn=_as_is)
@@ -93,58 +98,59 @@ def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.dev
         for item in loader:
             batch.append(item.inputs)
             if encode and sum(len(b) for b in batch) >= cfg.batch_size:
-                encode_inputs(tok.model, np.concatenate(batch), cfg.batch_size, device, plan.dtype)
+                encode_inputs(tok.model, np.concatenate(batch), cfg.batch_size, device, layout.dtype)
                 batch = []
         if encode and batch:
-            encode_inputs(tok.model, np.concatenate(batch), cfg.batch_size, device, plan.dtype)
+            encode_inputs(tok.model, np.concatenate(batch), cfg.batch_size, device, layout.dtype)
 
     tok.model.eval().to(device)
     total = sum(len(r) for r in splits.values())
-    cats = project / "data/prepared/insseg/categories.json"
-    categories = json.loads(cats.read_text()) if task == "insseg" else None
     paths = (out.with_name(f"{out.name}-{i}") for i in range(repeats + 1))  # build_cache needs a new dir
     report = {"samples": len(records)}
 
-    def build() -> None:
-        build_cache(next(paths), task, splits, tok, cfg, device, categories=categories)
+    def build() -> None:  # as `cache_tokens`: the layout from the records, then the shards, zarr, manifest
+        job = CacheJob(task, spec.cache_layout(splits, tok, cfg, prepared), splits, tok, cfg)
+        build_cache(next(paths), job, device)
 
     for name, fn, n in (("decode_only", lambda: run(False), len(records)),
                         ("tokenise", lambda: run(True), len(records)), ("build", build, total)):
-        t = times(fn, repeats, device)
-        report |= rates(name, n, t)
+        report |= rates(name, n, times(fn, repeats, device))
     shutil.copytree(out.with_name(f"{out.name}-0"), out)  # the cache (b) reads
     return report | {"tokenise_over_decode": round(report["tokenise_sps"] / report["decode_only_sps"], 3),
                      "build_over_decode": round(report["build_sps"] / report["decode_only_sps"], 3)}
 
 
 def _solver_inputs(task: str, cache: Path, cfg, batch_size: int, workers: int):
-    """The solver's own loader over the cache: `DepthDecoder` / `InssegDecoder` (the configured LSJ
-    jitter, flips, colour draws) and its collate, as `stages.train_solver` wires it."""
+    """The solver's own loader over the cache: the task's `examples` (`DepthExamples` / `InssegExamples`:
+    the configured LSJ jitter, flips, colour draws) and its collate, as `pipeline.solver.run.batches`
+    wires them."""
     m = json.loads((cache / "manifest.json").read_text())
-    if task == "depth":
-        decode, collate = DepthDecoder(m["views"]["crop_size"], cfg.augment, seed=0), collate_depth
-    else:
-        ids = [c["id"] for c in m["categories"]]
-        decode = InssegDecoder(cfg.image_size, cfg.scale_range, cfg.color_jitter, ids, m["mask_crop_size"], 0)
-        collate = collate_insseg
-    pipe = token_pipeline(cache, "train", batch_size, seed=0, shuffle=100, decode=decode,
+    decode, collate = get_task(task).examples(m, cfg, 0)
+    pipe = token_pipeline(cache, get_task(task).splits[0], batch_size, seed=0, shuffle=100, decode=decode,
                           num_workers=workers, world_size=1, collate=collate)
     return DataLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
 
-def _tokens_of_batch(task: str, head, batch: dict, device: torch.device, cached: bool) -> float:
-    """Mask / depth tokens of one solver batch -> the share of objects encoded on the fly.
+def _depth_tokens(head, batch: dict, device: torch.device, cached: bool) -> float:
+    """Cached: the view's tokens, nothing to encode; on the fly: the drawn view through the tokenizer."""
+    if not cached:
+        head.tokenizer.encode(batch["depth"].to(device))
+    return 0.0 if cached else 1.0
 
-    cached: the cache's tokens, plus the fallback encodes the solver really performs (instance boxes the
-    LSJ window truncates: `InssegHead.targets`); on the fly: every depth view / every object crop goes
-    through the frozen tokenizer, as the official code does for all of them (AiT ref §7.1)."""
-    if task == "depth":
-        if not cached:
-            head.tokenizer.encode(batch["depth"].to(device))
-        return 0.0 if cached else 1.0
+
+def _insseg_tokens(head, batch: dict, device: torch.device, cached: bool) -> float:
+    """Cached: the fallback encodes `InssegLoss.targets` really performs; on the fly: every object crop."""
     if not cached:
         batch = {**batch, "objects": [[{**o, "indices": None} for o in objs] for objs in batch["objects"]]}
     return head.targets(batch, device)[2]
+
+
+# What each task's training step would encode without a cache (bench knowledge, not a task method):
+# mask / depth tokens of one solver batch -> the share of its labels encoded on the fly. Cached: the
+# cache's tokens plus the fallback encodes the solver really performs (instance boxes the LSJ window
+# truncates); on the fly: every depth view / every object crop goes through the frozen tokenizer, as the
+# official code does for all of them (AiT ref §7.1).
+ON_THE_FLY = {"depth": _depth_tokens, "insseg": _insseg_tokens}
 
 
 def _epoch_rate(task: str, cache: Path, cfg, head, device: torch.device, loader: tuple[int, int],
@@ -156,7 +162,7 @@ def _epoch_rate(task: str, cache: Path, cfg, head, device: torch.device, loader:
         n = 0
         with torch.no_grad():
             for batch in _solver_inputs(task, cache, cfg, *loader):
-                fractions.append(_tokens_of_batch(task, head, batch, device, cached))
+                fractions.append(ON_THE_FLY[task](head, batch, device, cached))
                 n += len(batch["keys"])
         counts.append(n)
 
@@ -169,7 +175,7 @@ def bench_solver_input(task: str, cache: Path, tok: Tokenizer, cfg, device: torc
     encodes) vs tokenising on the fly."""
     tok.model.eval().to(device)
     m = json.loads((cache / "manifest.json").read_text())
-    head = DepthHead(tok.model, cfg) if task == "depth" else InssegHead(tok.model, cfg, m["mask_crop_size"])
+    head = get_task(task).loss_adapter(tok.model, cfg, m)  # DepthLoss / InssegLoss
     out: dict = {"batch_size": loader[0]}
     for name, cached in (("solver_cached", True), ("solver_on_the_fly", False)):
         t, n, fallback = _epoch_rate(task, cache, cfg, head, device, loader, repeats, cached)
@@ -192,19 +198,19 @@ def main() -> None:
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    cache_cfg = load_section(args.params, "cache", CacheConfig)
     report: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
                     "precision": set_precision(args.allow_tf32)}
     with tempfile.TemporaryDirectory() as tmp:
         params, here = args.params.resolve(), Path.cwd()
         project = args.project.resolve() if args.project else _project(params, Path(tmp) / "project")
         os.chdir(project)  # the prepared records' paths are relative to the project
-        for task, variant in VARIANTS.items():
+        for task in TASKS:
+            spec, variant = get_task(task), _variant(params, task)
             model, config = checkpoint.load_vqvae(project / "models/tokenizer" / variant)
             tok = Tokenizer(model, config, str(project / "models/tokenizer" / variant))
             cache = Path(tmp) / "tokens" / variant
-            solver_cfg = load_section(params, f"solver.{task}", TASK_CONFIG[task])
-            build_cfg = getattr(cache_cfg, task)
+            solver_cfg = load_section(params, f"solver.{task}", spec.solver_config)
+            build_cfg = load_section(params, f"cache.{task}", spec.cache_config)
             report[task] = bench_build(task, project, build_cfg, tok, device, cache, args.repeats)
             report[task] |= bench_solver_input(task, cache, tok, solver_cfg, device,
                                                (args.batch_size, args.workers), args.repeats)

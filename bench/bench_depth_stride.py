@@ -7,7 +7,8 @@ This bench builds the cache of the same real NYUv2 frames (`../shared/data/nyuv2
 `--list`) with the paper depth tokenizer (random init: cost does not depend on training) at each stride
 in `--strides`, one after the other in one run, and prints per stride: views per image, token bytes
 per image (what the tokens add), shard bytes per image (tokens + the stored RGB and depth files), build
-seconds per image on `--device`, and the ratios of the stride-1 figures to the coarser one.
+seconds per image on `--device` (as `cache_tokens` builds: the depth task's `cache_layout` over the
+key-sorted records, then `build_cache`), and the ratios of the stride-1 figures to the coarser one.
 
     .venv/bin/python bench/bench_depth_stride.py --device cpu --strides 32 1
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +28,19 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.config import DepthCacheConfig, TokenizerTaskConfig
-from pipeline.io import read_jsonl
+from pipeline.config import TokenizerTaskConfig
 from pipeline.models.vqvae import VQVAE
 from pipeline.params import load_section
 from pipeline.runtime import pick_device
-from pipeline.tokens.build import Tokenizer, build_cache
+from pipeline.tasks.base import read_split
+from pipeline.tasks.registry import get_task
+from pipeline.tokens.build import CacheJob, Tokenizer, build_cache
 from stages.cli import app
 from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared/data/nyuv2_sample"
+TASK = get_task("depth")
 
 
 def _paper_params(tmp: Path, root: Path, train_list: str) -> Path:
@@ -60,11 +64,13 @@ def _tokenizer(params: Path, out: Path) -> Tokenizer:
     return Tokenizer(model, config, str(out))
 
 
-def _build(stride: int, records: list[dict], tok: Tokenizer, cfg: DepthCacheConfig, device,
-           out: Path) -> dict:
-    cfg = DepthCacheConfig(**{**cfg.__dict__, "crop_stride": stride})
+def _build(stride: int, records: list[dict], prepared: Path, tok: Tokenizer, cfg, device, out: Path) -> dict:
+    """Build the train-split cache of `records` at `stride` into `out`; its per-image figures."""
+    cfg = replace(cfg, crop_stride=stride)
+    splits = {"train": records}
     start = time.perf_counter()
-    manifest = build_cache(out, "depth", {"train": records}, tok, cfg, device)
+    job = CacheJob(TASK.name, TASK.cache_layout(splits, tok, cfg, prepared), splits, tok, cfg)
+    manifest = build_cache(out, job, device)
     seconds = time.perf_counter() - start
     n = len(records)
     views = manifest["views"]["tokens_shape"][0]
@@ -90,11 +96,13 @@ def main() -> None:
                                           "--out", str(tmp / "prepared")])
         if result.exit_code:
             raise SystemExit(result.output)
-        records = read_jsonl(tmp / "prepared/train.jsonl")
+        prepared = tmp / "prepared"
+        records = sorted(read_split(prepared, TASK.splits[0]), key=lambda r: r["key"])
         tok = _tokenizer(params, tmp / "tokenizer")
-        cfg = load_section(params, "cache.depth", DepthCacheConfig)
-        _build(args.strides[0], records[:1], tok, cfg, device, tmp / "warmup")  # allocator, file cache
-        rows = {s: _build(s, records, tok, cfg, device, tmp / f"stride{s}") for s in args.strides}
+        cfg = load_section(params, "cache.depth", TASK.cache_config)
+        # warm-up: allocator, file cache
+        _build(args.strides[0], records[:1], prepared, tok, cfg, device, tmp / "warmup")
+        rows = {s: _build(s, records, prepared, tok, cfg, device, tmp / f"stride{s}") for s in args.strides}
     out = {"device": str(device), "images": len(records), "strides": rows}
     if len(args.strides) == 2:
         a, b = (rows[s] for s in args.strides)

@@ -1,22 +1,24 @@
 """Samples/s per CPU worker of the task-solver's real loader at paper resolution; prints one JSON object.
 
-The loader is the solver's own (bench/_paper.py: `token_pipeline` + `DepthDecoder`/`collate_depth` or
-`InssegDecoder`/`collate_insseg` in an endless `Batches`) over small paper-resolution caches built in a
+The loader is the solver's own (bench/_paper.py: `pipeline.solver.run.batches`, i.e. `token_pipeline` +
+the task's `examples`, `DepthExamples`/`collate_depth` or `InssegExamples`/`collate_insseg`, in an endless
+`Batches`) over small paper-resolution caches built in a
 temp dir from the shared real samples, as bench_train.py: depth = 4 NYUv2 480x640 frames (3 JPEG + 1 PNG
 RGB, 16-bit PNG depth), a cached 480x480 view + the `solver.depth` RGB augmentation; instances = 40 COCO
 images, LSJ 0.1-3.0 at 640 with cached mask tokens. num_workers=0 and one torch thread, as in a
 DataLoader worker. The sets repeat as epochs (a fresh pipeline each, as in training): `--samples` per
 repeat, one untimed warm-up repeat, median and best of `--repeats`. Also:
 - `depth_breakdown_ms_per_sample`: tar read (webdataset `tarfile_to_samples`), RGB decode per format,
-  16-bit PNG decode, tokens + views decode, augmentation (the `DepthDecoder` call minus its
-  `decode_sample`), collation; and per pipeline/ function by cProfile (cumulative: nested ones overlap),
-  for instances too;
+  16-bit PNG decode (to metres, the task's `cache_fields`), tokens + views decode, augmentation (the
+  `DepthExamples` call minus its `decode_sample`), collation; and per pipeline/ function by cProfile
+  (cumulative: nested ones overlap), for instances too;
 - `device_augment`: ms per sample of the photometric ops the training step applies on --device to the
   uint8 batch (`augment_depth`, `color_jitter`), at the paper's per-GPU batch;
-- `insseg_gpu_path`: what `InssegHead.loss` does on --device besides the model, per batch of the paper's
+- `insseg_gpu_path`: what `InssegLoss.loss` does on --device besides the model, per batch of the paper's
   per-GPU size: fallback encodes in `targets` (boxes LSJ truncated), all-zero-mask encodes, duplicate-box
-  crops (`crop_from_original`, host) and encodes, timed by wrapping `head.encode_crops` and
-  `steps.crop_from_original` (stub model with zero logits, aux loss off); `fallback_fraction` = fallback
+  crops (`crop_from_original`, host) and encodes, timed by wrapping the adapter's `encode_crops` and
+  `pipeline.tasks.insseg.crop_from_original` during the loss only (stub model with zero logits, aux loss
+  off); `fallback_fraction` = fallback
   encodes / objects at LSJ 0.1-3.0;
 - `workers_per_gpu_needed` = bench_train.consume_images_per_s(FLOPs per image) / per-worker samples/s,
   FLOPs from bench_train.flops_per_image (one fwd+bwd of the paper depth / insseg run at batch 1 on
@@ -49,9 +51,10 @@ from _timing import sync
 from pipeline.runtime import pick_device
 from pipeline.solver import steps
 from pipeline.solver.augment import augment_depth, color_jitter
-from pipeline.solver.samples import InssegDecoder
+from pipeline.tasks import insseg
+from pipeline.tasks.insseg import InssegExamples, InssegLoss
+from pipeline.tasks.registry import get_task, vocab_for
 from pipeline.tokens.read import decode_sample
-from pipeline.vocab import Vocab
 
 
 def loader_rate(data: PaperData, task: str, batch: int, samples: int, repeats: int) -> dict:
@@ -92,17 +95,19 @@ def _raw_samples(data: PaperData, task: str) -> list[dict]:
 
 def depth_breakdown(data: PaperData, repeats: int) -> dict:
     """Median ms per sample of each step of the depth loader on the cached shard(s)."""
-    raws, (decoder, collate) = _raw_samples(data, "depth"), data.decoder("depth")
+    raws, (decoder, collate) = _raw_samples(data, "depth"), data.examples("depth")
+    label_fields = get_task("depth").cache_fields  # its label file decodes to metres, as in the loader
     times = defaultdict(list)
     for _ in range(repeats):
         times["tar_read"].append(_ms(_raw_samples, data, "depth") / len(raws))
         for raw in raws:
             fields = [f for f in raw if not f.startswith("__")]
             for name in {"rgb.png", "rgb.jpg", "depth.png"} & set(fields):  # the rgb key says its format
-                times[name].append(_ms(decode_sample, {"__key__": raw["__key__"], name: raw[name]}))
+                one = {"__key__": raw["__key__"], name: raw[name]}
+                times[name].append(_ms(decode_sample, one, label_fields))
             meta = {f: raw[f] for f in fields if f.startswith(("tokens", "views"))}
             times["tokens_views"].append(_ms(decode_sample, {"__key__": raw["__key__"], **meta}))
-            times["augmentation"].append(_ms(decoder, raw) - _ms(decode_sample, raw))
+            times["augmentation"].append(_ms(decoder, raw) - _ms(decode_sample, raw, label_fields))
         times["collate"].append(_ms(collate, [decoder(r) for r in raws]) / len(raws))
     out = {k.replace(".", "_"): round(median(v), 2) for k, v in times.items()}
     out["by_function_cprofile"] = _profile(decoder, raws, repeats)
@@ -110,16 +115,16 @@ def depth_breakdown(data: PaperData, repeats: int) -> dict:
 
 
 class _Probe:
-    """Times one InssegHead's `encode_crops` by call site, and `crop_from_original`.
+    """Times one InssegLoss's `encode_crops` by call site, and `crop_from_original`.
 
     Sites: encodes inside `targets` are the fallback, inside `zero_mask` the all-zero mask (its input is
-    checked; the head caches its codes, so after the warm-up batch none is expected), the rest are the
+    checked; the adapter caches its codes, so after the warm-up batch none is expected), the rest are the
     duplicates of `build_sequences`.
     """
 
-    def __init__(self, head, device: torch.device) -> None:
+    def __init__(self, head: InssegLoss, device: torch.device) -> None:
         self.device, self.phase, self.zero_input_is_zero = device, "duplicates", True
-        self.encode, self.crop = head.encode_crops, steps.crop_from_original
+        self.encode, self.crop = head.encode_crops, insseg.crop_from_original
         self.targets, self.zero = head.targets, head.zero_mask
         self.seconds, self.crops = defaultdict(float), defaultdict(int)
 
@@ -156,13 +161,12 @@ class _Probe:
 
 
 def insseg_gpu_path(data: PaperData, device: torch.device, batch: int, batches: int) -> dict:
-    """Per-batch cost of InssegHead.loss without the model: fallback, zero-mask and duplicate encodes."""
-    head = data.head("insseg")
+    """Per-batch cost of InssegLoss.loss without the model: fallback, zero-mask and duplicate encodes."""
+    head = data.loss_adapter("insseg")
     steps.freeze(head.tokenizer).to(device)
     head.cfg = replace(head.cfg, aux_weight=0.0)  # no soft decode: only the target building runs
     solver = data.cfg["solver"]
-    vocab = Vocab.from_manifests(solver.num_bins, insseg=data.caches["insseg"].manifest,
-                                 spare_codes=solver.spare_codes)
+    vocab = vocab_for(solver.num_bins, {"insseg": data.caches["insseg"].manifest}, solver.spare_codes)
 
     def stub(images, _task, tokens_in):
         return torch.zeros(images.shape[0], tokens_in.shape[1] + 1, vocab.size, device=device)
@@ -170,18 +174,20 @@ def insseg_gpu_path(data: PaperData, device: torch.device, batch: int, batches: 
     probe, it, generator = _Probe(head, device), data.loader("insseg", batch, seed=0), torch.Generator()
     head.encode_crops, head.targets, head.zero_mask = probe.encode_crops, probe.targets_, probe.zero_mask_
     per_batch, objects, images = [], 0, 0
-    with mock.patch.object(steps, "crop_from_original", probe.crop_from_original):
-        for i in range(batches + 1):  # the first batch warms up
-            b = next(it)
+    for i in range(batches + 1):  # the first batch warms up
+        b = next(it)  # unpatched: the loader's own crops (InssegExamples) are not the loss's
+        # the loss and the loader share `pipeline.tasks.insseg.crop_from_original`: patched for the loss only
+        with mock.patch.object(insseg, "crop_from_original", probe.crop_from_original):
             start = time.perf_counter()
             head.loss(stub, b, vocab, device, generator.manual_seed(i))
             sync(device)
-            if i == 0:
-                probe.seconds.clear()
-                probe.crops.clear()
-                continue
-            per_batch.append(time.perf_counter() - start)
-            objects, images = objects + sum(len(o) for o in b["objects"]), images + len(b["objects"])
+            seconds = time.perf_counter() - start
+        if i == 0:
+            probe.seconds.clear()
+            probe.crops.clear()
+            continue
+        per_batch.append(seconds)
+        objects, images = objects + sum(len(o) for o in b["objects"]), images + len(b["objects"])
     calls = {k: v / batches for k, v in probe.crops.items() if k.endswith("calls")}
     return {"device": str(device), "batch": batch, "batches": batches,
             "objects_per_image": round(objects / images, 2),
@@ -222,13 +228,13 @@ def cache_facts(probe: dict) -> dict:
     return {
         "zero_mask_token_encoded_every_step": zero >= 1 and probe["zero_mask_input_all_zero"],
         "zero_mask_encodes_per_batch": zero,
-        "zero_mask_site": _where(steps.InssegHead.zero_mask, "np.zeros"),
-        "insseg_fallback_encodes_site": _where(steps.InssegHead.targets, "encode_crops(missing"),
-        "duplicate_crops_on_host_site": _where(steps.InssegHead.loss, "crop_from_original("),
-        "depth_head_encodes": "no: DepthHead.loss reads the cached view tokens; the tokenizer runs only "
+        "zero_mask_site": _where(InssegLoss.zero_mask, "np.zeros"),
+        "insseg_fallback_encodes_site": _where(InssegLoss.targets, "encode_crops(missing"),
+        "duplicate_crops_on_host_site": _where(InssegLoss.loss, "crop_from_original("),
+        "depth_head_encodes": "no: DepthLoss.loss reads the cached view tokens; the tokenizer runs only "
                               "as the aux-loss soft decoder",
-        "loader_rasterises_all_masks_per_sample": _where(InssegDecoder.__call__, "segmentation_to_mask("),
-        "loader_crops_every_kept_object": _where(InssegDecoder.__call__, "crop_from_original("),
+        "loader_rasterises_all_masks_per_sample": _where(InssegExamples.__call__, "segmentation_to_mask("),
+        "loader_crops_every_kept_object": _where(InssegExamples.__call__, "crop_from_original("),
     }
 
 
@@ -273,7 +279,7 @@ def main() -> None:
         report["loader"] = rates
         report["depth_breakdown_ms_per_sample"] = depth_breakdown(data, args.repeats)
         insseg_raws = _raw_samples(data, "insseg")[: args.samples]
-        report["insseg_by_function_ms_per_sample"] = _profile(data.decoder("insseg")[0], insseg_raws, 1)
+        report["insseg_by_function_ms_per_sample"] = _profile(data.examples("insseg")[0], insseg_raws, 1)
         torch.set_num_threads(threads)
         report["device_augment"] = device_augment(data, device, batch, args.repeats)
         report["insseg_gpu_path"] = insseg_gpu_path(data, device, batch["insseg"], args.insseg_batches)

@@ -28,10 +28,15 @@ from _timing import set_precision, timed, times
 from pipeline.models.backbone import BackboneConfig, build_backbone
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
+from pipeline.tasks import depth, insseg_sequence
+from pipeline.tasks.registry import get_task
 from pipeline.vocab import Vocab
 
-DEPTH_TASK, INSSEG_TASK = 2, 1
-INSSEG_PATTERN = [("coord",)] * 4 + [("class",)] + [("mask",)] * 16  # ref §4.5, 21 tokens per object
+DEPTH, INSSEG = get_task("depth"), get_task("insseg")
+DEPTH_TASK, INSSEG_TASK = DEPTH.task_id, INSSEG.task_id  # rows of the task embedding (ref §9)
+DEPTH_PATTERN = depth.generation_kinds()  # one depth code per position
+MASK_TOKENS = 16  # the paper mask tokenizer's 4x4 grid of a 64x64 crop
+INSSEG_PATTERN = insseg_sequence.generation_kinds(1, MASK_TOKENS)  # ref §4.5, 21 tokens per object
 
 
 @torch.no_grad()
@@ -72,7 +77,7 @@ def bench_parallel(cfg: SolverConfig, vocab: Vocab, features, length, repeats, d
     with torch.no_grad():
         mem_ar, mem_par = ar.encode(features), par.encode(features)
     def autoregressive() -> object:
-        return ar.generate(mem_ar, DEPTH_TASK, length, [("depth",)], vocab, soft_kinds={"depth"})
+        return ar.generate(mem_ar, DEPTH_TASK, length, DEPTH_PATTERN, vocab, soft_kinds=DEPTH.soft_kinds)
 
     out = {"length": length} | timed("autoregressive", autoregressive, repeats, device)
     with torch.no_grad():
@@ -93,7 +98,8 @@ def bench_train_tiny(batch: int, seq_len: int, steps: int, repeats: int, device:
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator(device=device).manual_seed(0)
     images = torch.randn(batch, 3, 64, 64, generator=g, device=device)
-    targets = torch.randint(0, 128, (batch, seq_len), generator=g, device=device) + vocab.depth_offset
+    codes = torch.randint(0, 128, (batch, seq_len), generator=g, device=device)
+    targets = codes + vocab.offset(DEPTH.code_kind)
 
     def step() -> None:
         logits = solver(solver.encode(backbone(images)), DEPTH_TASK, targets[:, :-1])
@@ -145,7 +151,7 @@ def main() -> None:
         "precision": precision,
         "batch": args.batch,
         "solver": {**asdict(cfg), "vocab_size": vocab.size, "params": model.num_params()},
-        "depth_kv_cache": bench_cache(model, memory, vocab, DEPTH_TASK, [("depth",)], args.depth_len,
+        "depth_kv_cache": bench_cache(model, memory, vocab, DEPTH_TASK, DEPTH_PATTERN, args.depth_len,
                                       args.repeats, device),
         "insseg_kv_cache": bench_cache(model, memory, vocab, INSSEG_TASK, INSSEG_PATTERN, insseg_len,
                                        args.repeats, device),

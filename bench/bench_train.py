@@ -2,15 +2,16 @@
 
 Built through the real code from params.yaml + presets/paper.yaml (never typed again): `build_ait`
 (SwinV2-B, d256 6+6 solver), `param_groups` + `build_optimizer` + `build_scheduler`, `TrainStep` with
-`DepthHead` / `InssegHead` holding seeded random-init paper-size tokenizers, and the real
-`pipeline.solver.train.fit` loop (autocast_ctx, backward, grad clip, AdamW step, schedule). Inputs are
-REAL batches of the solver's own loader (bench/_paper.py) over small paper-resolution token caches built
-in a temp dir from the shared samples: 4 NYUv2 frames (480x640, 480 crops), 40 COCO images (LSJ
-0.1-3.0 at 640, 100 queries), repeated as epochs.
+the tasks' loss adapters (`Task.loss_adapter`: `DepthLoss` / `InssegLoss`) holding seeded random-init
+paper-size tokenizers, and the real `pipeline.solver.train.fit` loop (autocast_ctx, backward, grad clip,
+AdamW step, schedule); vocabulary, sequence length and backbone input side through the task protocol, as
+`pipeline.solver.run` derives them. Inputs are REAL batches of the solver's own loader (bench/_paper.py)
+over small paper-resolution token caches built in a temp dir from the shared samples: 4 NYUv2 frames
+(480x640, 480 crops), 40 COCO images (LSJ 0.1-3.0 at 640, 100 queries), repeated as epochs.
 
 Per run: images/s; step time split into data wait (`next()` on the loader: in-process unless --workers,
-which needs workers x batch <= samples) and compute (the rest, incl. the heads' host-side target
-building), medians over the timed steps after --warmup; peak memory over the timed steps (CUDA:
+which needs workers x batch <= samples) and compute (the rest, incl. the loss adapters' host-side
+target building), medians over the timed steps after --warmup; peak memory over the timed steps (CUDA:
 max_memory_allocated; CPU: the process-wide ru_maxrss, restarted via /proc/self/clear_refs after freed
 heap is handed back, else since start); FLOPs per image of one forward + backward of the whole
 TrainStep on a real batch (FlopCounterMode, the forward split into backbone, solver and the rest:
@@ -63,11 +64,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.runtime import autocast_ctx, dist_info, init_distributed, pick_device, seed_everything, wrap_ddp
+from pipeline.solver.run import run_backbone
 from pipeline.solver.shares import rank_batches, rank_loss_weights
 from pipeline.solver.steps import TrainStep
 from pipeline.solver.train import fit
-from pipeline.vocab import Vocab
-from stages.train_solver import run_backbone, sequence_length
+from pipeline.tasks.registry import get_task, vocab_for
 
 H100_PEAK = 989e12  # H100 SXM bf16 dense FLOP/s
 TARGET_MFU = 0.4
@@ -100,16 +101,16 @@ def per_process_batch(global_batch: dict[str, int], gpus: int) -> tuple[dict[str
 
 
 def build_run(data: PaperData, run: str, device: torch.device):
-    """(TrainStep, AiT, optimizer, scheduler, run config) exactly as stages/train_solver.py wires them."""
-    solver = data.cfg["solver"]
-    cfg = solver.runs[run]
-    manifests = {t: data.caches[t].manifest for t in cfg.tasks}
-    vocab = Vocab.from_manifests(solver.num_bins, **manifests, spare_codes=solver.spare_codes)
-    length = max(sequence_length(t, manifests[t], data.task_cfg(t)) for t in cfg.tasks)
-    backbone = run_backbone(solver.backbone, {t: data.task_cfg(t) for t in cfg.tasks}, manifests)
-    model = build_ait(backbone, solver_config(solver.model, length, cfg.parallel), vocab)
+    """(TrainStep, AiT, optimizer, scheduler, run config) exactly as pipeline/solver/run.py wires them."""
+    spec = data.run_spec(run)
+    cfg = spec.cfg
+    manifests = {t: data.caches[t].manifest for t in spec.tasks}
+    vocab = vocab_for(spec.num_bins, manifests, spec.spare_codes)
+    length = max(get_task(t).sequence_length(manifests[t], c) for t, c in spec.tasks.items())
+    backbone = run_backbone(spec.backbone, spec, data.caches)
+    model = build_ait(backbone, solver_config(spec.model, length, cfg.parallel), vocab)
     weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, 0, 1)  # the whole step's task shares
-    step = TrainStep(model, {t: data.head(t) for t in cfg.tasks}, weights, vocab).to(device)
+    step = TrainStep(model, {t: data.loss_adapter(t) for t in spec.tasks}, weights, vocab).to(device)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.layer_decay),
                                 cfg.optim)
     return step, model, optimizer, build_scheduler(optimizer, cfg.optim, cfg.steps), cfg

@@ -26,6 +26,8 @@ from pipeline.constraints import (
     power_of_two,
 )
 
+TaskName = Literal["depth", "insseg", "semseg"]  # the registered tasks (pipeline/tasks/registry.py)
+
 # --------------------------------------------------------------------------------------------------
 # schema
 
@@ -79,7 +81,7 @@ class VQVAEConfig:
     embedding_dim: PositiveInt = 512  # D
     num_res_blocks: NonNegativeInt = 2
     channels: PositiveInt = 1
-    input_scale: Literal["none", "symmetric"] = "none"
+    input_scale: Literal["none", "symmetric", "onehot"] = "none"  # onehot: channels = N semseg classes
 
     def __post_init__(self) -> None:
         if not power_of_two(self.downsample_ratio):
@@ -165,6 +167,18 @@ class DepthSourceConfig:
 
 
 @dataclass(frozen=True)
+class SemsegDataConfig:
+    """Where `prepare@semseg` reads per-pixel class labels from: the depth lists' frames, each label
+    beside its depth (`sync_depth_X.png` -> `label_X.png`), the classes in `<root>/semseg_classes.json`."""
+
+    source: Literal["demo", "nyuv2"] = "demo"
+    root: str = "data/demo/nyuv2"  # real NYUv2: the output of `ait data import-nyu-mat`
+    layout: Literal["sync"] = "sync"  # BTS lists (DenseDepth's csv layout has no labels)
+    train_list: str = "train_files_with_gt.txt"  # relative to root
+    test_list: str = "test_files_with_gt.txt"
+
+
+@dataclass(frozen=True)
 class InssegSourceConfig:
     """Where `prepare@insseg` reads instance annotations from (COCO format)."""
 
@@ -180,6 +194,7 @@ class InssegSourceConfig:
 class DataTasksConfig:
     depth: DepthSourceConfig = field(default_factory=DepthSourceConfig)
     insseg: InssegSourceConfig = field(default_factory=InssegSourceConfig)
+    semseg: SemsegDataConfig = field(default_factory=SemsegDataConfig)
 
 
 @dataclass(frozen=True)
@@ -218,20 +233,23 @@ class TokenizerTaskConfig:
 class TokenizerVariant:
     """One trained tokenizer: its task and, for depth, the mask-augmentation ratio (paper Table 8)."""
 
-    task: Literal["depth", "insseg"]
+    task: TaskName
     mask_ratio: DropRate = 0.0  # 1 would mask every patch
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
     variants: dict[str, TokenizerVariant] = field(default_factory=dict)
-    solver_depth_variant: str = "depth_mask50"  # the depth tokenizer the task-solver is trained with
+    # per task, the tokenizer variant the task-solver is trained with (its cache feeds train_solver)
+    solver_variants: dict[TaskName, str] = field(default_factory=dict)
     depth: TokenizerTaskConfig = field(default_factory=TokenizerTaskConfig)
     insseg: TokenizerTaskConfig = field(default_factory=TokenizerTaskConfig)
+    semseg: TokenizerTaskConfig = field(default_factory=TokenizerTaskConfig)
 
     def __post_init__(self) -> None:
         tasks = {name: v.task for name, v in self.variants.items()}
-        check_variant(self.solver_depth_variant, tasks, "depth", "solver_depth_variant")
+        for task, name in self.solver_variants.items():
+            check_variant(name, tasks, task, f"solver_variants.{task}")
 
 
 @dataclass(frozen=True)
@@ -252,9 +270,15 @@ class InssegCacheConfig:
 
 
 @dataclass(frozen=True)
+class SemsegCacheConfig(DepthCacheConfig):
+    """Class maps are cached per view like depth: the same crop, stride and sharding knobs."""
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     depth: DepthCacheConfig = field(default_factory=DepthCacheConfig)
     insseg: InssegCacheConfig = field(default_factory=InssegCacheConfig)
+    semseg: SemsegCacheConfig = field(default_factory=SemsegCacheConfig)
 
 
 @dataclass(frozen=True)
@@ -284,10 +308,19 @@ class InssegTaskConfig:
 
 
 @dataclass(frozen=True)
+class SemsegTaskConfig:
+    """How the solver learns class maps (the dense, discrete task); how it decodes is `SemsegInferConfig`."""
+
+    aux_weight: NonNegativeFloat = 1.0  # CE of the soft-decoded class logits on labelled pixels (cf. §3.3)
+    tau: PositiveFloat = 1.0  # temperature of the aux loss's soft decode
+    color_jitter: UnitInterval = 0.2  # brightness / contrast / saturation of the training RGB
+
+
+@dataclass(frozen=True)
 class SolverRunConfig:
     """One train_solver@<run> stage: which tasks, how long, how."""
 
-    tasks: tuple[Literal["depth", "insseg"], ...] = ("depth",)
+    tasks: tuple[TaskName, ...] = ("depth",)
     steps: PositiveInt = 1000
     batch_size: dict[str, PositiveInt] = field(default_factory=lambda: {"depth": 24})  # global, per task
     # per task, default 1 (joint: depth 0.2)
@@ -318,6 +351,7 @@ class SolverConfig:
     spare_codes: NonNegativeInt = 0  # vocabulary rows kept for future tasks (paper's insseg configs: 128)
     depth: DepthTaskConfig = field(default_factory=DepthTaskConfig)
     insseg: InssegTaskConfig = field(default_factory=InssegTaskConfig)
+    semseg: SemsegTaskConfig = field(default_factory=SemsegTaskConfig)
     runs: dict[str, SolverRunConfig] = field(default_factory=dict)
 
 
@@ -349,6 +383,14 @@ class InssegInferConfig:
 
 
 @dataclass(frozen=True)
+class SemsegInferConfig(DepthInferConfig):
+    """How evaluate@<run> decodes class maps: the depth protocol's windows and flips, class
+    probabilities averaged per pixel, then the argmax."""
+
+    tau: PositiveFloat = 1.0
+
+
+@dataclass(frozen=True)
 class TokenizerEvalConfig:
     """How eval_tokenizer@<variant> soft-decodes (AiT ref §3.2: tau multiplies the logits)."""
 
@@ -359,6 +401,7 @@ class TokenizerEvalConfig:
 class TokenizerEvalTasks:
     depth: TokenizerEvalConfig = field(default_factory=TokenizerEvalConfig)
     insseg: TokenizerEvalConfig = field(default_factory=TokenizerEvalConfig)
+    semseg: TokenizerEvalConfig = field(default_factory=TokenizerEvalConfig)
 
 
 @dataclass(frozen=True)
@@ -370,6 +413,7 @@ class EvalConfig:
     max_images: NonNegativeInt = 0  # evaluate only the first N samples (0 = all)
     depth: DepthInferConfig = field(default_factory=DepthInferConfig)
     insseg: InssegInferConfig = field(default_factory=InssegInferConfig)
+    semseg: SemsegInferConfig = field(default_factory=SemsegInferConfig)
     tokenizer: TokenizerEvalTasks = field(default_factory=TokenizerEvalTasks)
 
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ import yaml
 
 from pipeline.config import ConfigError
 from pipeline.params import from_dict
+from pipeline.summary import SummaryTable
 
 
 class ExperimentError(ConfigError):
@@ -283,3 +284,41 @@ def run_streaming(argv: Sequence[str], name: str, echo: Callable[[str], None]) -
             echo(lines[-1])
     return RowTiming(name, round(time.monotonic() - start, 2), **count_stages(lines),
                      returncode=proc.returncode)
+
+
+def run_rows(commands: Sequence[Sequence[str]], names: Sequence[str], echo: Callable[[str], None],
+             timings: Path | None = None) -> list[RowTiming]:
+    """`dvc exp run --temp` each row in turn (stopping at the first failure), echoing its output; with
+    `timings`, write each row's seconds and stage counts as JSON. A failed row raises after the write."""
+    done: list[RowTiming] = []
+    for argv, name in zip(commands, names, strict=True):
+        echo(f"$ {shell_line(argv)}")
+        done.append(run_streaming(argv, name, echo))
+        if done[-1].returncode != 0:
+            break
+    if timings:
+        timings.parent.mkdir(parents=True, exist_ok=True)
+        timings.write_text(json.dumps([asdict(t) for t in done], indent=2) + "\n")
+    return done
+
+
+def check_rows(done: Sequence[RowTiming]) -> None:
+    """Refuse a run whose last row failed (its output has been echoed)."""
+    if done and done[-1].returncode != 0:
+        raise ExperimentError(f"{done[-1].exp}: `dvc exp run --temp` exited with {done[-1].returncode} "
+                              "(its output is above)")
+
+
+def queue_rows(commands: Sequence[Sequence[str]], names: Sequence[str], echo: Callable[[str], None]) -> None:
+    """`dvc exp run --queue` each row."""
+    for argv, name in zip(commands, names, strict=True):
+        run_dvc(argv)
+        echo(f"queued {name}")
+
+
+def timing_table(done: Sequence[RowTiming]) -> SummaryTable:
+    """The stage counts per row of `run_rows`: where shared-solver rows saved their time."""
+    rows = tuple((t.exp, f"{t.seconds:.1f}", str(t.ran), str(t.cached), str(t.unchanged)) for t in done)
+    columns = ("experiment", "seconds", "ran", "cached", "unchanged")
+    return SummaryTable("ablation rows: DVC stages per row", columns, rows,
+                        "cached: restored from DVC's run-cache; unchanged: dvc.lock already matched")

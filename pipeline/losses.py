@@ -2,7 +2,8 @@
 
 - `mse_ignore_zero`: depth tokenizer reconstruction (AiT ref §1.3, `MseIgnoreZeroLoss`);
 - `silog_loss`: scale-invariant log loss of the depth aux term (AiT ref §3.3, λ = 0.5, no x100);
-- `dice_loss`: mask aux term (AiT ref §3.3, `insseg_head.dice_loss`, +1 smoothing, per-instance mean).
+- `dice_loss`: mask aux term (AiT ref §3.3, `insseg_head.dice_loss`, +1 smoothing, per-instance mean);
+- `label_ce_loss`: semseg tokenizer reconstruction (not in the paper), cross-entropy over labelled pixels.
 
 Depth tensors are metres with 0 = invalid, so "valid" always means target > 0.
 """
@@ -10,6 +11,7 @@ Depth tensors are metres with 0 = invalid, so "valid" always means target > 0.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def mse_ignore_zero(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -35,3 +37,16 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> 
     numerator = 2.0 * (p * t).sum(-1) + smooth
     denominator = p.sum(-1) + t.sum(-1) + smooth
     return (1.0 - numerator / denominator).mean()
+
+
+def label_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`(B, N, H, W)` class logits, `(B, 1, H, W)` or `(B, H, W)` ids 0..N -> mean CE over ids != 0.
+
+    Class id c is logit plane c − 1; unlabelled pixels (0) are ignored, and none labelled gives 0.
+    """
+    if labels.dim() == 4:
+        labels = labels[:, 0]
+    target = labels.round().long() - 1  # unlabelled -> -1 = ignore_index
+    ce = F.cross_entropy(logits.float(), target, ignore_index=-1, reduction="sum")
+    # Sum / count as `mse_ignore_zero`: F.cross_entropy's "mean" is NaN when every pixel is ignored.
+    return ce / (target >= 0).sum().clamp_min(1)

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.tasks.base import fmt
+from pipeline.tasks.registry import get_task
+
 
 @dataclass(frozen=True)
 class SummaryTable:
@@ -16,10 +19,6 @@ class SummaryTable:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
-
-
-def fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def _load(root: Path, pattern: str) -> dict[str, dict]:
@@ -38,7 +37,7 @@ def tokenizer_table(root: Path) -> SummaryTable | None:
     methods' RMSE inside the sensor holes where a complete depth exists."""
     rows = []
     for m in _load(root, "*/metrics.json").values():
-        key, metric = ("rmse", "RMSE (m)") if m["task"] == "depth" else ("AP", "mask AP")
+        key, _, metric = get_task(m["task"]).tokenizer_metric
         methods = ("vqvae_hard", "vqvae_soft", "interp_baseline", "interp_literal")
         rows.append((m["variant"], metric, *(fmt(m[k][key]) if k in m else "-" for k in methods),
                      *(fmt(m.get(k, {}).get("hole_rmse")) for k in ("vqvae_hard", "interp_baseline",
@@ -53,43 +52,14 @@ def tokenizer_table(root: Path) -> SummaryTable | None:
 
 
 def solver_table(root: Path) -> SummaryTable | None:
-    rows: list[tuple[str, ...]] = []
-    for run, m in _load(root, "*/metrics.json").items():
-        if "depth" in m:
-            rows += depth_rows(run, m["depth"])
-        if "insseg" in m:
-            rows += insseg_rows(run, m["insseg"])
+    rows = [row for run, m in _load(root, "*/metrics.json").items() for task, metrics in m.items()
+            for row in get_task(task).summary_rows(run, metrics)]
     columns = ("run", "task / metric", "model", "baseline", "median map", "gain", "tokenizer bound")
-    caption = ("baseline: depth, the training mean depth map; insseg, the image-blind class prior. "
+    caption = ("baseline: depth, the training mean depth map; insseg, the image-blind class prior; semseg, "
+               "the training per-pixel majority class (gain: model − baseline). "
                "spread: RMS deviation of the prediction from the mean map over the GT's (0 = the model "
                "outputs the mean map), and their correlation")
     return SummaryTable("task-solver", columns, tuple(rows), caption) if rows else None
-
-
-def depth_rows(run: str, d: dict) -> list[tuple[str, ...]]:
-    median = d.get("median_depth_baseline", {})
-    rows = [(run, f"depth {key}", fmt(d["model"][key]), fmt(d["mean_depth_baseline"][key]),
-             fmt(median.get(key)), f"{d['rmse_gain_vs_mean']:+.1%}" if key == "rmse" else "",
-             fmt(d["tokenizer_upper_bound"][key]))
-            for key in ("rmse", "abs_rel", "d1")]
-    if "spread_vs_mean_map" in d:
-        s = d["spread_vs_mean_map"]
-        spread = f"{s['deviation_ratio']:.2f} (corr {s['deviation_correlation']:+.2f})"
-        rows.append((run, "depth spread vs mean map", spread, "0.00", "", "", ""))
-    return rows
-
-
-def insseg_rows(run: str, m: dict) -> list[tuple[str, ...]]:
-    rows = [(run, f"insseg {iou} {key}", fmt(m[iou][key]), fmt(m["prior_baseline"][iou][key]), "", "", "")
-            for iou in ("bbox", "segm") for key in ("AP", "AP50")]
-    if "hits" in m:
-        rows.append((run, "insseg GT objects found (IoU>=0.5; right class)", hits_text(m["hits"]),
-                     hits_text(m["prior_baseline"]["hits"]), "", "", ""))
-    return rows
-
-
-def hits_text(h: dict) -> str:
-    return f"{h['gt_found']}/{h['gt_objects']} ({h['gt_found_right_class']})"
 
 
 def summary_tables(prepared: Path, results: Path) -> list[SummaryTable]:

@@ -5,6 +5,8 @@ meant for the evaluation stage's image | GT | prediction | error panels:
 - `colorize` maps any scalar map to RGB with a fixed colour ramp over a caller-given [vmin, vmax], so
   several panels can share one scale (`shared_range`); invalid pixels (depth 0 = no return, AiT ref §6.1,
   or NaN) are drawn black;
+- `colorize_labels` paints a class-id map with the PASCAL VOC bit-interleaved palette (0 = black,
+  distinct colours for every id, the same colour for an id in every panel and every run);
 - `overlay_instances` blends one colour per instance over an image and writes its class name at the
   top-left of its box;
 - `panel` puts images of any sizes in one row under title bars, `GAP` pixels apart.
@@ -60,6 +62,29 @@ def colorize_depth(depth: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 def instance_colors(n: int) -> np.ndarray:
     """`(n, 3)` uint8 colours, one per instance (a fixed palette, cycled)."""
     return _PALETTE[np.arange(n) % len(_PALETTE)]
+
+
+def label_palette(num_classes: int) -> np.ndarray:
+    """`(N+1, 3)` uint8 colours for class ids 0..N: the PASCAL VOC palette, id 0 black.
+
+    The bits of the id are dealt round-robin to R, G, B from the most significant colour bit down, so
+    ids 1..7 are the half-intensity corners of the RGB cube (1 = (128, 0, 0), 2 = (0, 128, 0), ...)
+    and every id below 2^24 gets a distinct colour.
+    """
+    ids = np.arange(num_classes + 1)
+    rgb = np.zeros((num_classes + 1, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            rgb[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+    return rgb.astype(np.uint8)
+
+
+def colorize_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`(H, W)` class ids 0..N -> `(H, W, 3)` uint8 with `label_palette` (0 = unlabelled = black)."""
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > num_classes):
+        raise ValueError(f"class ids must be in 0..{num_classes}, got {labels.min()}..{labels.max()}")
+    return label_palette(num_classes)[labels]
 
 
 def _font() -> ImageFont.ImageFont:

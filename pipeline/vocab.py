@@ -2,10 +2,11 @@
 
 Follows AiT ref §4.3 (`ARTransformer.__init__`, lines 164-169). One global id space, in this order:
 
-    coordinate bins (num_bins+1) | classes | reserved (1) | noise class (1) | mask | depth | spare codes
+    coordinate bins (num_bins+1) | classes | reserved (1) | noise class (1) | task codes ... | spare codes
 
-`build` takes only numbers, so a manifest-reading constructor is a thin wrapper around it. A task that
-is absent (`mask_codes=None` / `depth_codes=None`) contributes an empty range; asking for it raises.
+The task code ranges come from the token-cache manifests (`tasks.registry.vocab_for`: each task's
+codebook size, in the registry's order: mask, depth, semseg); nothing is typed. A task that is absent
+has no range; asking for it raises.
 The paper configuration always carries both code ranges: V = 2001 + 80 + 2 + 128 + 128 = 2339, and the
 instance-segmentation/joint configs add 128 unused "others" slots, V = 2467 (`Vocab.paper`).
 
@@ -21,56 +22,43 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-KINDS = ("coord", "class", "reserved", "noise", "mask", "depth", "spare")
+FIXED_KINDS = ("coord", "class", "reserved", "noise")  # then each task's codes, then "spare"
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """Sizes of each range; every offset and V are derived properties (AiT ref §4.3)."""
+    """Sizes of each range; every offset and V are derived properties (AiT ref §4.3).
+
+    `codes` holds one (kind, codebook size) per task of the solver, in layout order (the registry's:
+    mask codes before depth codes, as the official layout); a task without a cache has no entry.
+    """
 
     num_bins: int
     num_classes: int
-    mask_codes: int | None = None
-    depth_codes: int | None = None
+    codes: tuple[tuple[str, int], ...] = ()
     spare_codes: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", tuple((str(k), v) for k, v in self.codes))  # from config.json lists
         sizes = {"num_bins": self.num_bins, "num_classes": self.num_classes, "spare_codes": self.spare_codes}
-        sizes |= {"mask_codes": self.mask_codes or 0, "depth_codes": self.depth_codes or 0}
+        sizes |= {f"codes[{k}]": v for k, v in self.codes}
         for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"Vocab.{name} must be a non-negative int, got {value!r}")
-        for name in ("mask_codes", "depth_codes"):
-            if getattr(self, name) == 0:
-                raise ValueError(f"Vocab.{name}=0: pass None for an absent task")
+        for kind, value in self.codes:
+            if value == 0:
+                raise ValueError(f"Vocab.codes[{kind}]=0: leave an absent task out")
+            if kind in (*FIXED_KINDS, "spare"):
+                raise ValueError(f"Vocab.codes: {kind!r} is not a code kind")
+        if len({k for k, _ in self.codes}) != len(self.codes):
+            raise ValueError(f"Vocab.codes: kinds repeat in {self.codes}")
 
     @classmethod
-    def build(
-        cls,
-        num_bins: int,
-        num_classes: int,
-        mask_codes: int | None,
-        depth_codes: int | None,
-        spare_codes: int = 0,
-    ) -> Vocab:
-        """Layout from plain numbers; `None` marks an absent task codebook."""
-        return cls(num_bins, num_classes, mask_codes, depth_codes, spare_codes)
-
-    @classmethod
-    def from_manifests(cls, num_bins: int, depth: dict | None = None, insseg: dict | None = None,
-                       spare_codes: int = 0) -> Vocab:
-        """The layout of a solver trained on these token caches (their `manifest.json` dicts).
-
-        Codebook sizes come from each cache's tokenizer and the class count from the insseg cache's
-        categories; a task without a cache has no range. Nothing here is typed by hand.
-        """
-        return cls.build(
-            num_bins,
-            len(insseg["categories"]) if insseg else 0,
-            insseg["tokenizer"]["num_embeddings"] if insseg else None,
-            depth["tokenizer"]["num_embeddings"] if depth else None,
-            spare_codes,
-        )
+    def build(cls, num_bins: int, num_classes: int, mask_codes: int | None, depth_codes: int | None,
+              spare_codes: int = 0) -> Vocab:
+        """The two-task layout of the paper from plain numbers; `None` marks an absent task codebook."""
+        present = {k: v for k, v in dict(mask=mask_codes, depth=depth_codes).items() if v is not None}
+        return cls(num_bins, num_classes, tuple(present.items()), spare_codes)
 
     @classmethod
     def paper(cls, with_insseg: bool) -> Vocab:
@@ -95,16 +83,17 @@ class Vocab:
         return self.reserved_token + 1
 
     @property
-    def mask_offset(self) -> int:
+    def codes_offset(self) -> int:
+        """First id of the first task's code range."""
         return self.noise_token + 1
 
-    @property
-    def depth_offset(self) -> int:
-        return self.mask_offset + (self.mask_codes or 0)
+    def offset(self, kind: str) -> int:
+        """First global id of `kind`'s range."""
+        return self.task_range(kind).start
 
     @property
     def spare_offset(self) -> int:
-        return self.depth_offset + (self.depth_codes or 0)
+        return self.codes_offset + sum(v for _, v in self.codes)
 
     @property
     def size(self) -> int:
@@ -114,30 +103,28 @@ class Vocab:
     # ---------------------------------------------------------------------------------------------
     # ranges and conversions
 
+    def _starts(self) -> dict[str, tuple[int, int]]:
+        starts = {"coord": (0, self.num_bins + 1), "class": (self.class_offset, self.num_classes),
+                  "reserved": (self.reserved_token, 1), "noise": (self.noise_token, 1)}
+        start = self.codes_offset
+        for kind, size in self.codes:
+            starts[kind] = (start, size)
+            start += size
+        return starts | {"spare": (self.spare_offset, self.spare_codes)}
+
     def task_range(self, kind: str) -> range:
-        """Global token ids of one kind: "coord", "class", "reserved", "noise", "mask", "depth" or "spare"."""
-        starts = {
-            "coord": (0, self.num_bins + 1),
-            "class": (self.class_offset, self.num_classes),
-            "reserved": (self.reserved_token, 1),
-            "noise": (self.noise_token, 1),
-            "mask": (self.mask_offset, self.mask_codes),
-            "depth": (self.depth_offset, self.depth_codes),
-            "spare": (self.spare_offset, self.spare_codes),
-        }
+        """Global token ids of one kind: "coord", "class", "reserved", "noise", a task's code kind or
+        "spare"."""
+        starts = self._starts()
         if kind not in starts:
-            raise KeyError(f"unknown token kind {kind!r}; expected one of {KINDS}")
+            raise KeyError(f"token kind {kind!r} is absent from this vocabulary (kinds: {', '.join(starts)})")
         start, length = starts[kind]
-        if length is None:
-            raise KeyError(f"token kind {kind!r} is absent from this vocabulary ({kind}_codes=None)")
         return range(start, start + length)
 
     @property
     def ranges(self) -> dict[str, range]:
         """Every present kind with its global range, in layout order (empty ranges dropped)."""
-        absent = {"mask"} if self.mask_codes is None else set()
-        absent |= {"depth"} if self.depth_codes is None else set()
-        return {k: r for k in KINDS if k not in absent and len(r := self.task_range(k)) > 0}
+        return {k: range(a, a + n) for k, (a, n) in self._starts().items() if n > 0}
 
     def to_global(self, indices: Tensor, kind: str) -> Tensor:
         """Local ids of `kind` (any shape, int) -> global tokens; raises if an id is out of the range."""

@@ -14,29 +14,27 @@ its run-cache or found unchanged, which is where the shared-solver rows of Table
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.config import ConfigError
 from pipeline.experiments import (
-    ExperimentError,
-    RowTiming,
     check_keys,
+    check_rows,
     command,
     get_table,
     load_ablations,
-    run_dvc,
-    run_streaming,
+    queue_rows,
+    run_rows,
     select,
     shell_line,
+    timing_table,
 )
 from pipeline.params import read_params
+from stages.tables import rich_table
 from stages.ui import PARAMS_HELP, console, fail_cleanly
 
 ABLATIONS_HELP = "the paper's ablation tables (rows, overrides, paper numbers)"
@@ -62,50 +60,22 @@ def main(
     extra = list(set_ or [])
     check_keys(exps, extra, read_params(params))
     commands = [command(e, extra, "temp" if run else "queue") for e in exps]
+    names = [e.name for e in exps]
     if dry_run:
         for argv in commands:
             typer.echo(shell_line(argv))
     elif run:
-        _run(commands, [e.name for e in exps], timings)
+        done = run_rows(commands, names, _echo, timings)
+        Console().print(rich_table(timing_table(done), labels=1))
+        check_rows(done)
     else:
-        _queue(commands, [e.name for e in exps], number)
-
-
-def _queue(commands: list[list[str]], names: list[str], number: int) -> None:
-    for argv, name in zip(commands, names, strict=True):
-        run_dvc(argv)
-        console.print(f"queued {name}", highlight=False)
-    console.print(f"\n{len(commands)} experiment(s) queued. Run and follow them with", highlight=False)
-    for hint in ("dvc queue start          # one worker; -j N for N at once",
-                 "dvc queue status", "dvc queue logs NAME", f"ait report {number}"):
-        console.print(f"  {hint}", markup=False, highlight=False)
-
-
-def _run(commands: list[list[str]], names: list[str], timings: Path | None) -> None:
-    done: list[RowTiming] = []
-    for argv, name in zip(commands, names, strict=True):
-        console.print(f"$ {shell_line(argv)}", style="bold", markup=False, highlight=False, soft_wrap=True)
-        done.append(run_streaming(argv, name, _echo))
-        if done[-1].returncode != 0:
-            break
-    if timings:
-        timings.parent.mkdir(parents=True, exist_ok=True)
-        timings.write_text(json.dumps([asdict(t) for t in done], indent=2) + "\n")
-    Console().print(_timing_table(done))
-    if done[-1].returncode != 0:
-        raise ExperimentError(f"{done[-1].exp}: `dvc exp run --temp` exited with {done[-1].returncode} "
-                              "(its output is above)")
+        queue_rows(commands, names, _echo)
+        _echo(f"\n{len(commands)} experiment(s) queued. Run and follow them with")
+        for hint in ("dvc queue start          # one worker; -j N for N at once",
+                     "dvc queue status", "dvc queue logs NAME", f"ait report {number}"):
+            _echo(f"  {hint}")
 
 
 def _echo(line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-
-def _timing_table(done: list[RowTiming]) -> Table:
-    table = Table(title="ablation rows: DVC stages per row",
-                  caption="cached: restored from DVC's run-cache; unchanged: dvc.lock already matched")
-    for col in ("experiment", "seconds", "ran", "cached", "unchanged"):
-        table.add_column(col, justify="left" if col == "experiment" else "right")
-    for t in done:
-        table.add_row(t.exp, f"{t.seconds:.1f}", str(t.ran), str(t.cached), str(t.unchanged))
-    return table

@@ -16,6 +16,11 @@ from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 app = typer.Typer(no_args_is_help=True, help="Datasets: render the embedded demo, import NYUv2 .mat.")
 
 
+NYU40_HELP = ("map the raw label ids to the 40 classes of Gupta et al. (NYU-40): their classMapping40.mat "
+              "(CVPR 2013 code; mirrored at https://github.com/ankurhanda/nyuv2-meta-data; not shipped "
+              "with this project) or a CSV of raw_id,nyu40_id lines")
+
+
 class DepthField(str, Enum):
     depths = "depths"
     rawDepths = "rawDepths"
@@ -44,10 +49,16 @@ def import_nyu_mat(
     out: Annotated[Path, typer.Option(help="output root in the BTS sync layout")] = Path("data/nyuv2"),
     field: Annotated[DepthField, typer.Option(help="rawDepths (with holes, the eval GT) or depths "
                                                    "(in-painted)")] = DepthField.rawDepths,
+    nyu40_mapping: Annotated[Path | None, typer.Option(help=NYU40_HELP)] = None,
 ) -> None:
-    """Convert the official labeled NYUv2 .mat into the sync layout with BTS list files."""
+    """Convert the official labeled NYUv2 .mat into the sync layout with BTS list files.
+
+    Also writes each frame's per-pixel labels (label_XXXXX.png) and semseg_classes.json: raw NYU label
+    ids by default, the 40 classes of Gupta et al. with --nyu40-mapping.
+    """
     from pipeline.data.nyu_mat import import_labeled_mat
 
     with atomic_dir(out) as tmp, progress("import nyu .mat") as cb:
-        counts = import_labeled_mat(mat, splits, tmp, field.value, cb)
-    console.print(f"imported {counts} -> {out}; point data.tasks.depth.root at it", highlight=False)
+        counts = import_labeled_mat(mat, splits, tmp, field.value, cb, nyu40_mapping)
+    console.print(f"imported {counts} -> {out}; point data.tasks.depth.root (and data.tasks.semseg.root) "
+                  f"at it", highlight=False)

@@ -8,18 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.summary import SummaryTable, markdown, summary_tables
-
-
-def _rich(t: SummaryTable) -> Table:
-    table = Table(title=t.title, caption=t.caption or None)
-    for i, col in enumerate(t.columns):
-        table.add_column(col, justify="left" if i < 2 else "right")
-    for row in t.rows:
-        table.add_row(*row)
-    return table
+from pipeline.summary import markdown, summary_tables
+from stages.tables import rich_table
 
 
 def main(
@@ -36,4 +27,4 @@ def main(
     if not tables:
         console.print("nothing produced yet: run `dvc repro`")
     for t in tables:
-        console.print(_rich(t), markup=False)
+        console.print(rich_table(t), markup=False)

@@ -20,7 +20,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
-    """A directory with a tiny params.yaml, the rendered tiny demo and both prepared datasets.
+    """A directory with a tiny params.yaml, the rendered tiny demo and every prepared dataset.
 
     Built once per session by running the real stage commands; tests that write outputs copy what
     they need or write elsewhere.
@@ -34,7 +34,7 @@ def tiny_project(tmp_path_factory) -> Path:
     params = write_params(root / "params.yaml", tiny_params(root))
     runner = CliRunner()
     steps = [["data", "demo", "--out", str(root / "data/demo")]]
-    steps += [["prepare", t, "--out", str(root / "data/prepared" / t)] for t in ("depth", "insseg")]
+    steps += [["prepare", t, "--out", str(root / "data/prepared" / t)] for t in ("depth", "insseg", "semseg")]
     for args in steps:
         result = runner.invoke(app, [*args, "--params", str(params)])
         assert result.exit_code == 0, f"ait {' '.join(args)} failed:\n{result.output}"

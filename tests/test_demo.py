@@ -50,7 +50,7 @@ def test_same_seed_gives_byte_identical_files_and_different_seed_differs(tiny, t
     (again / "stale").mkdir(parents=True)  # a previous run's leftovers are removed
     render_demo(TINY, again)
     digest = _tree_digest(out)
-    assert len(digest) == 4 * 3 + 2 + 2 + 1  # 3 images per frame, 2 lists, 2 jsons, meta
+    assert len(digest) == 4 * 4 + 2 + 2 + 1 + 1  # 4 images per frame, 2 lists, 2 jsons, meta, classes
     assert _tree_digest(again) == digest
     other = tmp_path / "other"
     render_demo(dataclasses.replace(TINY, seed=4), other)

@@ -2,7 +2,7 @@
 
 Checks the user's main loop: the whole DAG runs; `dvc status` is clean afterwards; changing one
 instance-tokenizer param re-runs no depth stage; setting it back restores every stage from DVC's
-run-cache without running anything.
+run-cache without running anything; changing one class-map-tokenizer param re-runs only semseg stages.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 pytestmark = pytest.mark.slow
 
 INSSEG_KEY = "tokenizer.insseg.model.embedding_dim"
+SEMSEG_KEY = "tokenizer.semseg.model.embedding_dim"
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -49,6 +50,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params = merge(tiny_params(root), TINY_PIPELINE)
     params["data"]["tasks"]["depth"]["root"] = "data/demo/nyuv2"  # the repo-relative demo output
     params["data"]["tasks"]["insseg"]["root"] = "data/demo"
+    params["data"]["tasks"]["semseg"]["root"] = "data/demo/nyuv2"
     write_params(root / "params.yaml", params)
     bin_dir = str(Path(sys.executable).parent)  # where `ait` and `dvc` are installed
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
@@ -70,11 +72,15 @@ def test_repro_runs_everything_and_leaves_a_clean_status(repo):
     out = _run([dvc, "repro"], root, env)
     ran = _ran(out)
     for stage in ("demo_data", "prepare@depth", "train_tokenizer@insseg", "cache_tokens@depth_mask50",
-                  "train_solver@joint", "evaluate@depth", "evaluate@insseg"):
+                  "train_solver@joint", "evaluate@depth", "evaluate@insseg", "prepare@semseg",
+                  "train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg", "train_solver@semseg",
+                  "evaluate@semseg", "train_solver@joint3", "evaluate@joint3"):
         assert stage in ran, f"{stage} did not run:\n{out}"
     assert json.loads(_run([dvc, "status", "--json"], root, env)) == {}
     metrics = json.loads((root / "results/evaluate/depth/metrics.json").read_text())
     assert "rmse" in metrics["depth"]["model"]
+    three = json.loads((root / "results/evaluate/joint3/metrics.json").read_text())
+    assert set(three) == {"depth", "insseg", "semseg"} and "miou" in three["semseg"]["model"]
 
 
 def _toggled(value):
@@ -164,3 +170,19 @@ def test_table_7_rows_that_only_change_inference_rerun_only_evaluation(repo):
     assert len(table) == 2 + 5, report
     assert "0.3174" in table[2] and "missing" not in table[2] + table[3], report  # ours beside the paper's
     assert "`t7-detok`: `dvc exp run --queue -n t7-detok" in report  # the command for a missing row
+
+
+def test_semseg_tokenizer_change_reruns_only_semseg_stages(repo):
+    root, env = repo
+    dvc = str(Path(sys.executable).parent / "dvc")
+    git = env["GIT"].split()
+    _run([*git, "add", "-A"], root, env)
+    _run([*git, "commit", "-qm", "before semseg change", "--allow-empty"], root, env)
+    out = _run([dvc, "exp", "run", "-S", f"{SEMSEG_KEY}=8"], root, env)
+    ran = _ran(out)
+    assert {"train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg", "train_solver@semseg",
+            "evaluate@semseg", "train_solver@joint3", "evaluate@joint3"} <= ran, out
+    # the runs with class maps re-run; nothing that reads only depth or instances does
+    others = {s for s in ran if "semseg" not in s and not s.endswith("@joint3")}
+    assert not others, f"non-semseg stages re-ran after a semseg-tokenizer change: {others}"
+    assert json.loads(_run([dvc, "status", "--json"], root, env)) == {}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH
-from pipeline.solver.evaluate import MEDIAN_BINS, SpreadVsMap, box_hits, depth_statistics
+from pipeline.tasks.depth_eval import MEDIAN_BINS, SpreadVsMap, depth_statistics
+from pipeline.tasks.insseg_eval import box_hits
 
 BIN = (MAX_DEPTH - MIN_DEPTH) / MEDIAN_BINS
 

@@ -14,8 +14,9 @@ import torch
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.io import read_jsonl
 from pipeline.metrics.depth import METRIC_NAMES
-from pipeline.solver.evaluate import box_hits, coco_metrics, coco_results, mean_depth_map
 from pipeline.solver.infer import letterbox, predict_windows, window_offsets
+from pipeline.tasks.depth_eval import mean_depth_map
+from pipeline.tasks.insseg_eval import box_hits, coco_metrics, coco_results
 from tests.test_solver_stages import _invoke, _train, project  # noqa: F401  (module fixture reused)
 
 # -------------------------------------------------------------------------------------------------
@@ -79,9 +80,18 @@ def test_single_centred_window_fills_uncovered_columns_from_its_edges():
     torch.testing.assert_close(depth[0, 0], torch.tensor([2.0, 2.0, 4.0, 6.0, 8.0, 8.0]).expand(S, W))
 
 
-def test_predictions_are_clipped_at_1mm():
-    depth = predict_windows(torch.zeros(1, 3, 4, 4), lambda v: torch.full((v.shape[0], 1, 4, 4), -1.0), 4)
-    assert torch.all(depth == 1e-3)
+def test_predictions_are_clipped_at_1mm(monkeypatch):
+    from pipeline.config import DepthInferConfig
+    from pipeline.tasks import depth as depth_task
+
+    negative = lambda v: torch.full((v.shape[0], 1, 4, 4), -1.0)  # noqa: E731
+    # the window stitching is shared by the dense tasks: it never clips ...
+    assert torch.all(predict_windows(torch.zeros(1, 3, 4, 4), negative, 4) == -1.0)
+    # ... the depth task does, after stitching (ref §4.4 inference step 3)
+    monkeypatch.setattr(depth_task, "depth_predictor", lambda *args: negative)
+    model = torch.nn.Linear(1, 1)  # only its device is read
+    depth = depth_task.infer_depth(model, None, None, DepthInferConfig(), np.zeros((1, 4, 4, 3), np.uint8), 4)
+    assert np.all(depth == np.float32(1e-3))
 
 
 def test_letterbox_keeps_aspect_and_pads_bottom_right():
@@ -117,8 +127,8 @@ def _tiny_tokenizer(ratio: int, scale: str):
 
 def test_parallel_solver_depth_is_one_teacher_forced_pass():
     from pipeline.config import DepthInferConfig
-    from pipeline.solver.infer import infer_depth
     from pipeline.tasks import depth as depth_task
+    from pipeline.tasks.depth import infer_depth
     from pipeline.vocab import Vocab
 
     vocab = Vocab.build(num_bins=16, num_classes=0, mask_codes=None, depth_codes=16)
@@ -136,7 +146,7 @@ def test_parallel_solver_depth_is_one_teacher_forced_pass():
 
 def test_instances_come_back_in_original_pixels_with_dataset_category_ids():
     from pipeline.config import InssegInferConfig, InssegTaskConfig
-    from pipeline.solver.infer import infer_instances
+    from pipeline.tasks.insseg import infer_instances
     from pipeline.vocab import Vocab
 
     vocab = Vocab.build(num_bins=64, num_classes=3, mask_codes=16, depth_codes=None)
@@ -204,7 +214,7 @@ def test_coco_path_scores_a_perfect_prediction_1_and_an_empty_one_0():
 
 
 def test_image_blind_prior_predicts_the_frequent_classes_at_their_median_box():
-    from pipeline.solver.evaluate import class_prior, prior_results
+    from pipeline.tasks.insseg_eval import class_prior, prior_results
 
     def record(image_id, width, height, anns):
         return {"key": str(image_id), "image_id": image_id, "image": f"{image_id}.jpg", "width": width,
@@ -232,7 +242,8 @@ def test_image_blind_prior_predicts_the_frequent_classes_at_their_median_box():
 
 
 def test_panels_show_every_part_side_by_side():
-    from pipeline.solver.evaluate import depth_panel, instance_panel
+    from pipeline.tasks.depth_eval import depth_panel
+    from pipeline.tasks.insseg_eval import instance_panel
     from pipeline.viz import GAP, TITLE_HEIGHT
 
     rng = np.random.default_rng(0)
@@ -281,7 +292,7 @@ def _spy_on_depth_inference(monkeypatch) -> list[dict]:
     A 4-step model can predict the 1 mm floor everywhere, which no averaging changes; so each prediction
     gets 1 m + its view's mean + a ramp over the view's own columns: not mirror-symmetric, so the
     stitched depth shows whether (and how) mirrored views were averaged."""
-    from pipeline.solver import infer
+    from pipeline.tasks import depth as infer  # where infer_depth looks up its predictor and windows
 
     calls: list[dict] = []
     predictor, predict_windows = infer.depth_predictor, infer.predict_windows

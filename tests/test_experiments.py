@@ -172,7 +172,7 @@ def test_m30_adds_a_tokenizer_variant_and_trains_the_solver_on_it(params):
     argv = _commands(_ablate(params, "8", "--dry-run").stdout)[1]
     assert argv[5] == "t8-m30"
     assert '+tokenizer.variants.depth_mask30={task:"depth",mask_ratio:0.3}' in _flags(argv)
-    assert 'tokenizer.solver_depth_variant="depth_mask30"' in _flags(argv)
+    assert 'tokenizer.solver_variants.depth="depth_mask30"' in _flags(argv)
     assert argv[-1:] == ["evaluate@depth"]
 
 

@@ -104,12 +104,13 @@ def test_inspect_sample_depth_png_holds_image_gt_and_decoded_view(caches, tmp_pa
 
 
 def _gt_crop(caches: Path, key: str) -> np.ndarray:
+    from pipeline.tasks.registry import get_task
     from pipeline.tokens.read import decode_sample, iter_tar_samples
 
     for shard in sorted((caches / "tokens/depth_mask50/test").glob("*.tar")):
         for sample in iter_tar_samples(shard):
             if sample["__key__"] == key:
-                return decode_sample(sample)["depth"][:, :48]
+                return decode_sample(sample, get_task("depth").cache_fields)["depth"][:, :48]
     raise AssertionError(key)
 
 

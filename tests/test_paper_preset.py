@@ -11,8 +11,8 @@ import yaml
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
 from pipeline.params import load_all
-from pipeline.tasks import insseg as insseg_task
-from pipeline.vocab import Vocab
+from pipeline.tasks import insseg_sequence as insseg_task
+from pipeline.tasks.registry import vocab_for
 from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def test_tokenizers_have_the_paper_sizes(paper):
 def test_solver_vocabulary_and_sizes(paper):
     solver = paper["solver"]
     manifest = {"tokenizer": {"num_embeddings": 128}}
-    vocab = Vocab.from_manifests(solver.num_bins, depth=manifest, spare_codes=solver.spare_codes,
-                                 insseg=manifest | {"categories": [{"id": i} for i in range(80)]})
+    vocab = vocab_for(solver.num_bins, {"depth": manifest,
+                      "insseg": manifest | {"categories": [{"id": i} for i in range(80)]}}, solver.spare_codes)
     assert vocab.size == 2467  # paper §4.3 with instance segmentation
     length = solver.insseg.num_query * insseg_task.tokens_per_object(16)
     assert length == 2100
@@ -50,9 +50,9 @@ def test_solver_vocabulary_and_sizes(paper):
         model = build_ait(solver.backbone, solver_config(solver.model, length), vocab)
     # SwinV2-B ≈ 87 M (AiT ref §4.1, classifier head excluded).
     assert 86e6 < _count(model.backbone) < 88e6
-    # The transformer is 14.7 M in the official code with 4 task slots in its positional table; we
-    # keep the 3 task ids it uses (det, insseg, depth), one 2100 x 256 table fewer.
-    assert _count(model.solver) == 14_700_963 - 2100 * 256 - 256
+    # The transformer is 14.7 M in the official code with 4 task slots in its positional table; the
+    # registry's four task ids (det, insseg, depth, semseg) fill the same four.
+    assert _count(model.solver) == 14_700_963
     assert model.backbone.out_channels == 1024
 
 

@@ -39,16 +39,17 @@ from pipeline.models.vqvae import VQVAE, grid_shape
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.params import load_all
 from pipeline.runtime import seed_everything
+from pipeline.solver import run as solver_run
 from pipeline.solver.augment import DEPTH_DRAW_SIZE
-from pipeline.solver.evaluate import coco_results
-from pipeline.solver.infer import infer_instances
 from pipeline.solver.steps import TrainStep
 from pipeline.solver.train import fit
-from pipeline.tasks import insseg as insseg_task
+from pipeline.tasks import insseg_sequence as insseg_task
+from pipeline.tasks.insseg import infer_instances
+from pipeline.tasks.insseg_eval import coco_results
+from pipeline.tasks.registry import get_task, vocab_for
 from pipeline.tokens.read import ZarrTokens, decode_sample, iter_tar_samples, open_cache
-from pipeline.tokens.views import depth_views, extract_views, views_to_json
+from pipeline.tokens.views import dense_views, extract_views, views_to_json
 from pipeline.vocab import Vocab
-from stages import train_solver
 from stages.cli import app
 from stages.preset import merged
 
@@ -127,7 +128,7 @@ def _cache(project: SimpleNamespace, task: str, variant: str, seed: int) -> Simp
 
 @pytest.fixture(scope="module")
 def depth_cache(project) -> SimpleNamespace:
-    variant = project.paper["tokenizer"].solver_depth_variant
+    variant = project.paper["tokenizer"].solver_variants["depth"]
     return _cache(project, "depth", variant, seed=project.paper["base"].seed + 1)
 
 
@@ -141,12 +142,11 @@ def _solver(project: SimpleNamespace, run: str, caches: dict[str, SimpleNamespac
     solver = project.paper["solver"]
     cfg = solver.runs[run]
     tasks = {t: getattr(solver, t) for t in cfg.tasks}
-    vocab = Vocab.from_manifests(solver.num_bins, **{t: c.info.manifest for t, c in caches.items()},
-                                 spare_codes=solver.spare_codes)
-    length = max(train_solver.sequence_length(t, caches[t].info.manifest, tasks[t]) for t in tasks)
+    vocab = vocab_for(solver.num_bins, {t: c.info.manifest for t, c in caches.items()}, solver.spare_codes)
+    length = max(get_task(t).sequence_length(caches[t].info.manifest, tasks[t]) for t in tasks)
     seed_everything(project.paper["base"].seed)
-    manifests = {t: c.info.manifest for t, c in caches.items()}
-    backbone = train_solver.run_backbone(solver.backbone, tasks, manifests)
+    spec = SimpleNamespace(tasks=tasks)  # run_backbone reads only the run's task configs
+    backbone = solver_run.run_backbone(solver.backbone, spec, {t: c.info for t, c in caches.items()})
     model = build_ait(backbone, solver_config(solver.model, length, cfg.parallel), vocab)
     return SimpleNamespace(model=model, vocab=vocab, length=length, cfg=cfg, tasks=tasks)
 
@@ -173,7 +173,7 @@ def _train_one_step(project, solver, task: str, cache, batch: dict) -> tuple[dic
     TrainStep (its frozen tokenizer, its model with the gradients of the step still attached).
     """
     cfg, model = solver.cfg, solver.model
-    head = train_solver._head(task, cache.info, cache.model_dir, solver.tasks[task])
+    head = solver_run.loss_adapter(get_task(task), cache.info, cache.model_dir, solver.tasks[task])
     step = TrainStep(model, {task: head}, cfg.loss_weights, solver.vocab)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.layer_decay),
                                 cfg.optim)
@@ -277,11 +277,11 @@ def test_depth_cache_of_real_frames_reads_back_as_paper_views(project, depth_cac
     assert manifest["tokenizer"]["grid"] == list(grid)
 
     # every cached view of every frame = the tokenizer's encode of that view of the real GT (holes kept)
-    views = depth_views(crop, width, crop, stride)
+    views = dense_views(crop, width, crop, stride)
     zarr_tokens = ZarrTokens(info.root, "train")
     shard = info.shards("train")[0]
     for i, (raw, record) in enumerate(zip(iter_tar_samples(shard), records, strict=True)):
-        sample = decode_sample(raw)
+        sample = decode_sample(raw, get_task("depth").cache_fields)
         assert sample["key"] == record["key"] and sample["views"] == views_to_json(views)
         assert sample["tokens"].shape == (len(views), *grid)
         np.testing.assert_array_equal(sample["tokens"], zarr_tokens[i])
@@ -289,10 +289,10 @@ def test_depth_cache_of_real_frames_reads_back_as_paper_views(project, depth_cac
         np.testing.assert_array_equal(sample["tokens"], tokenizer.encode(crops).numpy())
         assert len(np.unique(sample["tokens"])) > 1  # a non-trivial reference, not one code everywhere
 
-    # the solver's reader (token_pipeline + DepthDecoder + collate_depth, as `train-solver` builds it):
+    # the solver's reader (token_pipeline + DepthExamples + collate_depth, as `train-solver` builds it):
     # one random cached view per frame
     B = len(records)
-    batch = next(train_solver._batches("depth", info, paper["solver"].depth, B, 0, paper["base"].seed))
+    batch = next(solver_run.batches(get_task("depth"), info, paper["solver"].depth, B, 0, paper["base"].seed))
     assert batch["images"].shape == (B, 3, crop, crop) and batch["images"].dtype == torch.uint8
     assert batch["augment"].shape == (B, DEPTH_DRAW_SIZE)  # applied on the training device
     assert batch["depth"].shape == (B, 1, crop, crop) and batch["indices"].shape == (B, *grid)
@@ -303,7 +303,8 @@ def test_depth_cache_of_real_frames_reads_back_as_paper_views(project, depth_cac
     # reference: the tokens the reader hands out are the encode of exactly the depth view it hands out
     np.testing.assert_array_equal(batch["indices"].numpy(), tokenizer.encode(depth).numpy())
     for b, key in enumerate(batch["keys"]):
-        full = decode_sample(next(r for r in iter_tar_samples(shard) if r["__key__"] == key))["depth"]
+        full = decode_sample(next(r for r in iter_tar_samples(shard) if r["__key__"] == key),
+                             get_task("depth").cache_fields)["depth"]
         all_views = extract_views(full, views, crop)
         hits = [v for v in range(len(views)) if np.array_equal(all_views[v], depth[b, 0].numpy())]
         assert hits, f"{key}: the decoded depth is none of the cached views"
@@ -315,8 +316,8 @@ def test_depth_run_trains_one_step_at_480(project, depth_cache):
     grid = depth_cache.info.manifest["tokenizer"]["grid"]
     assert solver.length == grid[0] * grid[1]
     # a real 480x480 crop of a real NYU frame, through the run's own batch iterator (batch 1)
-    batches = train_solver._batches("depth", depth_cache.info, solver.tasks["depth"], 1, 0,
-                                    project.paper["base"].seed)
+    batches = solver_run.batches(get_task("depth"), depth_cache.info, solver.tasks["depth"], 1, 0,
+                                 project.paper["base"].seed)
     batch = next(batches)
     assert batch["images"].shape == (1, 3, crop, crop) and (batch["depth"] == 0).any()
 
@@ -352,7 +353,7 @@ def test_insseg_run_trains_one_step_at_640_with_the_cached_mask_fallback(project
     T = insseg_task.tokens_per_object(math.prod(insseg_task.mask_grid(insseg_cache.tokenizer)))
     assert insseg_solver.length == cfg.num_query * T  # 100 objects x 21 tokens
     # the run's own batch iterator (LSJ 0.1-3.0 at 640, batch 1), drawn until a box is truncated
-    batches = train_solver._batches("insseg", insseg_cache.info, cfg, 1, 0, project.paper["base"].seed)
+    batches = solver_run.batches(get_task("insseg"), insseg_cache.info, cfg, 1, 0, project.paper["base"].seed)
     batch = _fallback_batch(batches, draws=20)
     objects = batch["objects"][0]
     assert batch["images"].shape == (1, 3, size, size)

@@ -11,6 +11,7 @@ import torch
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.solver_layers import sine_positions_2d
+from pipeline.tasks.registry import TASK_SLOTS
 from pipeline.vocab import Vocab
 
 VOCAB = Vocab.build(20, 5, 8, 8)  # V = 21 + 5 + 2 + 8 + 8 = 44
@@ -185,10 +186,12 @@ def test_paper_size_parameter_count():
     decoder = 6 * (2 * attn + mlp + 3 * ln) + ln + v * d + v + t * d + t * n * d
     with torch.device("meta"):
         official = Solver(SolverConfig(num_tasks=4), v, c).num_params()
-        ours = Solver(SolverConfig(), v, c).num_params()
+        ours = Solver(SolverConfig(num_tasks=TASK_SLOTS), v, c).num_params()
+        three = Solver(SolverConfig(num_tasks=3), v, c).num_params()
     assert official == encoder + decoder == 14_700_963
     assert abs(official - 14.7e6) < 0.05e6  # the reference rounds to 0.1 M
-    assert official - ours == n * d + d  # num_tasks=3 drops one positional table and one task vector
+    assert ours == official  # the registry's four task ids fill the official four slots
+    assert official - three == n * d + d  # each slot is one positional table and one task vector
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.solver.augment import DepthAugmentConfig, draw_depth
 from pipeline.solver.shares import rank_batches, rank_loss_weights
-from pipeline.solver.steps import DepthHead, TrainStep
+from pipeline.solver.steps import TrainStep
+from pipeline.tasks.depth import DepthLoss
 from pipeline.vocab import Vocab
 
 BACKBONE = BackboneConfig(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
@@ -34,7 +35,7 @@ def _step_module(weights: dict[str, float]) -> TrainStep:
     model_cfg = SolverModelConfig(dim=32, num_heads=2, ffn_dim=64, num_encoder_layers=1, num_decoder_layers=1,
                                   dropout=0.0, drop_path=0.0)
     model = build_ait(BACKBONE, solver_config(model_cfg, 16), vocab)
-    head = DepthHead(tokenizer, DepthTaskConfig(aux_weight=1.0, tau=1.0))
+    head = DepthLoss(tokenizer, DepthTaskConfig(aux_weight=1.0, tau=1.0))
     return TrainStep(model, {"depth": head}, weights, vocab)
 
 

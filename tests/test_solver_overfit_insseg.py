@@ -24,9 +24,11 @@ from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.runtime import seed_everything
-from pipeline.solver.evaluate import coco_metrics, coco_results
-from pipeline.solver.infer import infer_instances, letterbox
-from pipeline.tasks import insseg as insseg_task
+from pipeline.solver.infer import letterbox
+from pipeline.tasks import insseg_sequence as insseg_task
+from pipeline.tasks.insseg import infer_instances
+from pipeline.tasks.insseg_eval import coco_metrics, coco_results
+from pipeline.tasks.registry import get_task
 from pipeline.tokenizers.mask_crops import MASK_CROP_SIZE, crop_instance_mask
 from pipeline.tokenizers.train import LossSpec, tokenizer_loss
 from pipeline.vocab import Vocab
@@ -80,7 +82,7 @@ def _mask_tokenizer(crops: np.ndarray, steps: int = 300) -> VQVAE:
     opt = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        loss, _ = tokenizer_loss(tokenizer, data, LossSpec("insseg"), generator)
+        loss, _ = tokenizer_loss(tokenizer, data, LossSpec(get_task("insseg")), generator)
         opt.zero_grad()
         loss.backward()
         opt.step()

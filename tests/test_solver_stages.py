@@ -68,8 +68,8 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
     with safe_open(project / f"run_{run}" / "model" / checkpoint.WEIGHTS, "pt") as weights:
         rows = {k: weights.get_slice(k).get_shape()[0] for k in ("solver.token_embed", "solver.out_bias")}
     assert rows == {"solver.token_embed": size, "solver.out_bias": size}
-    assert config["vocab"]["depth_codes"] == (codes["depth"] or None)
-    assert config["vocab"]["mask_codes"] == (codes["insseg"] or None)
+    kinds = {"insseg": "mask", "depth": "depth"}
+    assert config["vocab"]["codes"] == [[kinds[t], codes[t]] for t in ("insseg", "depth") if t in tasks]
     live = json.loads((project / f"run_{run}" / "live" / "metrics.json").read_text())
     assert live["step"] == 3 and live["lr"] > 0
     # The logged total is the official step loss: each image's weighted task loss, averaged over the

@@ -42,7 +42,7 @@ def test_depth_sequence_is_raster_order_and_round_trips():
     tokens_in, targets = dep.depth_sequence(indices, VOCAB)
     assert tokens_in.shape == (2, 15) and targets.shape == (2, 16)
     assert torch.equal(tokens_in, targets[:, :-1])
-    assert int(targets[1, 2 * 4 + 3]) == int(indices[1, 2, 3]) + VOCAB.depth_offset  # row-major
+    assert int(targets[1, 2 * 4 + 3]) == int(indices[1, 2, 3]) + VOCAB.offset("depth")  # row-major
     assert torch.equal(VOCAB.to_local(targets, "depth").view(2, *GRID), indices)
 
 
@@ -81,7 +81,7 @@ def test_aux_silog_matches_reference_and_grads_reach_logits_only():
     gt = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 5
     gt[:, :, :4] = 0.0  # invalid pixels
     loss, parts = dep.depth_loss(logits, targets, vocab=VOCAB, tokenizer=tokenizer, gt_depth=gt, tau=0.8)
-    depth_slice = logits[..., VOCAB.depth_offset : VOCAB.depth_offset + 16]
+    depth_slice = logits[..., VOCAB.offset("depth") : VOCAB.offset("depth") + 16]
     codes = depth_slice.reshape(2, 4, 4, 16).permute(0, 3, 1, 2)
     reference = silog_loss(tokenizer.decode_soft(codes, 0.8), gt, lam=0.5)
     torch.testing.assert_close(parts["silog"], reference.detach())
@@ -89,8 +89,8 @@ def test_aux_silog_matches_reference_and_grads_reach_logits_only():
     torch.testing.assert_close(loss, ce + reference)  # CE_mean + 1.0·SiLog (ref §3.3)
     assert torch.isfinite(loss)
     dep.depth_aux_loss(logits, tokenizer, gt, VOCAB, tau=0.8).backward()
-    depth_grad = logits.grad[..., VOCAB.depth_offset : VOCAB.depth_offset + 16]
-    assert depth_grad.abs().sum() > 0 and logits.grad[..., : VOCAB.depth_offset].abs().max() == 0
+    depth_grad = logits.grad[..., VOCAB.offset("depth") : VOCAB.offset("depth") + 16]
+    assert depth_grad.abs().sum() > 0 and logits.grad[..., : VOCAB.offset("depth")].abs().max() == 0
     assert all(p.grad is None for p in tokenizer.parameters())
     with pytest.raises(ValueError):
         dep.depth_loss(logits, targets, vocab=VOCAB, tokenizer=tokenizer)  # gt_depth missing
@@ -101,9 +101,9 @@ def test_predict_depth_hard_soft_and_clipping():
     logits = _logits()
     hard = dep.predict_depth(logits, tokenizer, GRID, VOCAB, soft_decode=False)
     assert hard.shape == (2, 1, 32, 32) and hard.min() >= dep.MIN_DEPTH
-    argmax = logits[..., VOCAB.depth_offset : VOCAB.depth_offset + 16].argmax(-1) + VOCAB.depth_offset
+    argmax = logits[..., VOCAB.offset("depth") : VOCAB.offset("depth") + 16].argmax(-1) + VOCAB.offset("depth")
     torch.testing.assert_close(dep.predict_depth(argmax, tokenizer, GRID, VOCAB, soft_decode=False), hard)
-    reference = tokenizer.decode((argmax - VOCAB.depth_offset).view(2, *GRID)).clamp_min(1e-3)
+    reference = tokenizer.decode((argmax - VOCAB.offset("depth")).view(2, *GRID)).clamp_min(1e-3)
     torch.testing.assert_close(hard, reference)
     peaked = dep.predict_depth(logits * 1e4, tokenizer, GRID, VOCAB, soft_decode=True)  # one-hot soft
     torch.testing.assert_close(peaked, hard, atol=1e-4, rtol=1e-4)
@@ -124,7 +124,7 @@ def test_table7_four_combinations_from_the_solver():
     for solver_soft in (False, True):
         soft_kinds = dep.SOFT_KINDS if solver_soft else frozenset()
         tokens, logits = solver.generate(memory, dep.TASK_ID, 16, dep.generation_kinds(), VOCAB, soft_kinds)
-        assert ((tokens >= VOCAB.depth_offset) & (tokens < VOCAB.depth_offset + 16)).all()
+        assert ((tokens >= VOCAB.offset("depth")) & (tokens < VOCAB.offset("depth") + 16)).all()
         for detok_soft in (False, True):
             source = logits if detok_soft else tokens
             depth = dep.predict_depth(source, tokenizer, GRID, VOCAB, detok_soft, 0.8)

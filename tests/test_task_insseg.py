@@ -14,7 +14,7 @@ from pipeline.models.sampling import decoding_plan
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.tasks import IGNORE_INDEX, token_accuracy
-from pipeline.tasks import insseg as ins
+from pipeline.tasks import insseg_sequence as ins
 from pipeline.tasks.noise import noise_objects, truncated_normal
 from pipeline.tasks.paste import paste_masks
 from pipeline.vocab import Vocab
@@ -86,7 +86,7 @@ def test_layout_real_objects_first_all_supervised_then_noise_with_noise_class():
         real = targets[b, :n]
         torch.testing.assert_close(real[:, :4], VOCAB.coord_to_token(image.boxes_xyxy[order], NORM))
         assert torch.equal(real[:, 4], image.labels[order] + VOCAB.class_offset)
-        assert torch.equal(real[:, 5:], image.mask_indices[order] + VOCAB.mask_offset)
+        assert torch.equal(real[:, 5:], image.mask_indices[order] + VOCAB.offset("mask"))
         noise = targets[b, n:]
         assert (noise[:, :4] == IGNORE_INDEX).all() and (noise[:, 5:] == IGNORE_INDEX).all()
         assert (noise[:, 4] == VOCAB.noise_token).all()
@@ -128,7 +128,7 @@ def test_noise_objects_duplicates_and_bad_boxes():
         # jitter = side · truncnormal(±2) / 2 · 0.1, at most 0.1 · side, then clipped to the image
         assert ((boxes - clipped_src).abs() <= 0.1 * sides + 1e-4).all()
         n = int(seq.num_real[b])
-        noise_masks = (inputs[b, n:, 5:] - VOCAB.mask_offset)[:, :-1]  # the very last token is no input
+        noise_masks = (inputs[b, n:, 5:] - VOCAB.offset("mask"))[:, :-1]  # the very last token is no input
         dup_rows = (noise_masks != ZERO_CODES[:-1]).any(dim=1)
         assert int(dup_rows.sum()) == len(sources)  # the others carry the all-zero mask's codes
         assert torch.equal(noise_masks[dup_rows], (sources[:, None] % 16).expand(-1, M - 1))
@@ -158,7 +158,7 @@ def test_image_without_objects_is_all_noise_and_never_asks_for_duplicates():
     assert (targets[:, 4] == VOCAB.noise_token).all()
     assert int((targets != IGNORE_INDEX).sum()) == 5  # only the five noise class targets
     inputs = _objects(torch.cat((seq.tokens_in, torch.zeros(1, 1, dtype=torch.long)), dim=1))[0]
-    assert torch.equal(inputs[:-1, 5:], (ZERO_CODES + VOCAB.mask_offset).expand(4, M))
+    assert torch.equal(inputs[:-1, 5:], (ZERO_CODES + VOCAB.offset("mask")).expand(4, M))
 
 
 def test_more_objects_than_num_query_keeps_a_random_subset():
@@ -310,7 +310,7 @@ def test_decode_objects_hand_built():
     objs[0, 0, :5] = torch.tensor([20, 30, 100, 120, VOCAB.class_offset + 2])  # px = token · 64/200
     objs[0, 1, :5] = torch.tensor([50, 10, 50, 60, VOCAB.class_offset + 0])  # x2 == x1: kept, empty mask
     objs[0, 2, :5] = torch.tensor([0, 0, 150, 140, VOCAB.class_offset + 4])
-    objs[0, :, 5:] = VOCAB.mask_offset + torch.arange(M) % 16
+    objs[0, :, 5:] = VOCAB.offset("mask") + torch.arange(M) % 16
     logits = torch.zeros(1, Q * T, VOCAB.size)
     class_logits = logits.view(1, Q, T, -1)[0, :, 4]
     class_logits[0, VOCAB.class_offset + 2] = 3.0

@@ -3,6 +3,7 @@ of a failed build, and a 2-process (gloo) build equal to the 1-process one."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -21,12 +22,13 @@ from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
+from pipeline.tasks.registry import get_task
 from pipeline.tokenizers.data import instance_index
 from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
 from pipeline.tokens.build import CACHE_THREADS
 from pipeline.tokens.manifest import SCHEMA_VERSION, CacheError
-from pipeline.tokens.read import ZarrTokens, open_cache, token_pipeline
-from pipeline.tokens.views import View, depth_views, extract_views, nearest_view, view_offsets
+from pipeline.tokens.read import ZarrTokens, decode_sample, open_cache, token_pipeline
+from pipeline.tokens.views import View, dense_views, extract_views, nearest_view, view_offsets
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
 
@@ -76,7 +78,9 @@ def caches(project) -> Path:
 
 def _read_all(path: Path, split: str) -> list[dict]:
     """Every sample of `split` through the training pipeline, in shard order (no shuffle)."""
-    return [s for batch in token_pipeline(path, split, 1, 0, shuffle=0, world_size=1) for s in batch]
+    decode = functools.partial(decode_sample, fields=get_task(open_cache(path).task).cache_fields)
+    return [s for batch in token_pipeline(path, split, 1, 0, shuffle=0, world_size=1, decode=decode)
+            for s in batch]
 
 
 def _model(project: Path, variant: str) -> VQVAE:
@@ -87,7 +91,7 @@ def test_depth_round_trip_is_exact(project, caches):
     path = caches / "depth_mask50"
     expected = checkpoint.read_config(project / "models/depth_mask50")["content_hash"]
     info = open_cache(path, expected_hash=expected)
-    views = depth_views(48, 64, 48, 8)
+    views = dense_views(48, 64, 48, 8)
     assert [View(bool(v["flip"]), v["x"]) for v in info.manifest["views"]["list"]] == views
     model = _model(project, "depth_mask50")
     for split in ("train", "test"):
@@ -228,15 +232,15 @@ def test_view_set():
     assert view_offsets(64, 48, 8) == [0, 8, 16]
     assert view_offsets(160, 120, 32) == [0, 32, 40]  # W - crop appended when the stride misses it
     assert view_offsets(640, 480, 1) == list(range(161))  # stride 1: every offset the solver can draw
-    views = depth_views(3, 5, 3, 1)
+    views = dense_views(3, 5, 3, 1)
     assert views == [View(f, x) for f in (False, True) for x in (0, 1, 2)]
     depth = np.arange(15, dtype=np.float32).reshape(3, 5)
     crops = extract_views(depth, views, 3)
     np.testing.assert_array_equal(crops[1], depth[:, 1:4])
     np.testing.assert_array_equal(crops[3], depth[:, ::-1][:, 0:3])  # flip the full frame, then crop
-    assert nearest_view(depth_views(48, 64, 48, 8), True, 13) == 5  # flip=1, x=16
-    with pytest.raises(CacheError, match="must equal the depth height 48"):
-        depth_views(48, 64, 40, 8)
+    assert nearest_view(dense_views(48, 64, 48, 8), True, 13) == 5  # flip=1, x=16
+    with pytest.raises(CacheError, match="must equal the frame height 48"):
+        dense_views(48, 64, 40, 8)
 
 
 def _free_port() -> int:
@@ -251,17 +255,13 @@ def _rank_build(rank: int, world: int, port: int, project: str, out: str) -> Non
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # what torchrun sets
     from pipeline import runtime
-    from pipeline.config import DepthCacheConfig
-    from pipeline.params import load_section
-    from pipeline.tokens.build import Tokenizer, build_cache
+    from pipeline.tokens.build import build_cache
+    from pipeline.tokens.run import cache_job
 
     info = runtime.init_distributed("cpu")
     root = Path(project)
-    model, config = checkpoint.load_vqvae(root / "models/depth_mask50")
-    cfg = load_section(root / "cache_params.yaml", "cache.depth", DepthCacheConfig)
-    splits = {s: read_jsonl(root / f"data/prepared/depth/{s}.jsonl") for s in ("train", "test")}
-    build_cache(Path(out), "depth", splits, Tokenizer(model, config, str(root / "models/depth_mask50")), cfg,
-                torch.device("cpu"), rank=info.rank, world_size=info.world_size)
+    job = cache_job("depth_mask50", root / "cache_params.yaml", root / "data/prepared", root / "models/depth_mask50")
+    build_cache(Path(out), job, torch.device("cpu"), rank=info.rank, world_size=info.world_size)
     runtime.destroy_distributed()
 
 

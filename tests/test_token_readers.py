@@ -6,6 +6,7 @@ can be checked against known values: DDP/worker splitting, equal batch counts, r
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -19,6 +20,7 @@ from PIL import Image
 
 from pipeline.io import write_json
 from pipeline.metrics.codes import usage_stats
+from pipeline.tasks.registry import get_task
 from pipeline.tokens import write
 from pipeline.tokens.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
 from pipeline.tokens.read import (
@@ -57,7 +59,7 @@ def _write_cache(root: Path, n: int, shard_max: int, split: str = "train") -> li
         shards.append(shard_entry(root, write.shard_rel(split, j), b - a))
     store = write.create_store(root / ZARR_STORE)
     blocks = [np.stack([_tokens(i) for i in range(a, b)]) for a, b in bounds]
-    write.write_depth_tokens(store, split, keys, blocks, (2, 3, 3), np.dtype(np.uint8), shard_max)
+    write.write_view_tokens(store, split, keys, blocks, (2, 3, 3), np.dtype(np.uint8), shard_max)
     write.mark_complete(store, {"task": "depth"})
     write_json(root / MANIFEST, {
         "schema_version": SCHEMA_VERSION, "task": "depth", "variant": "synthetic",
@@ -123,7 +125,8 @@ def test_single_process_pipeline_decodes_and_shuffles_with_seed(even_cache):
     assert sorted(orders[0]) == keys and orders[1] == orders[0]  # every sample once, the same each time
     # each seed gives its own order, and none is the written one
     assert len({tuple(o) for o in orders[1:]}) == 3 and keys not in orders
-    sample = next(iter(token_pipeline(path, "train", 1, 0, shuffle=0, world_size=1)))[0]
+    decode = functools.partial(decode_sample, fields=get_task("depth").cache_fields)  # depth PNG -> metres
+    sample = next(iter(token_pipeline(path, "train", 1, 0, shuffle=0, world_size=1, decode=decode)))[0]
     i = keys.index(sample["key"])
     np.testing.assert_array_equal(sample["tokens"], _tokens(i))
     assert sample["tokens"].dtype == np.uint8 and sample["views"] == VIEWS
@@ -212,13 +215,17 @@ def test_incomplete_caches_are_refused(even_cache, tmp_path):
 def test_decode_sample_depth_encodings():
     mm = np.array([[0, 1500], [65535, 1]], np.uint16)
     eight = np.array([[0, 255]], np.uint8)  # DenseDepth train encoding: 255 = 10 m
+    fields = get_task("depth").cache_fields  # the depth task decodes its label file to metres
     out = decode_sample({"__key__": "k", "depth.png": _png(mm), "extra.png": _png(eight),
-                         "meta.json": b'{"a": 1}', "__url__": "x"})
+                         "rgb.png": _png(eight), "meta.json": b'{"a": 1}', "__url__": "x"}, fields)
     np.testing.assert_allclose(out["depth"], mm / 1000.0, rtol=1e-6)
-    assert out["extra"].shape == (1, 2, 3) and out["meta"] == {"a": 1} and set(out) == {"key", "depth",
-                                                                                          "extra", "meta"}
-    eight_out = decode_sample({"__key__": "k", "depth.png": _png(eight)})
+    # other PNGs come back as stored (label maps), images as RGB
+    np.testing.assert_array_equal(out["extra"], eight)
+    assert out["rgb"].shape == (1, 2, 3) and out["meta"] == {"a": 1}
+    assert set(out) == {"key", "depth", "extra", "rgb", "meta"}
+    eight_out = decode_sample({"__key__": "k", "depth.png": _png(eight)}, fields)
     np.testing.assert_allclose(eight_out["depth"], [[0.0, 10.0]], rtol=1e-6)
+    assert decode_sample({"__key__": "k", "depth.png": _png(mm)})["depth"].dtype == np.uint16  # no task: raw
 
 
 def test_usage_stats_by_hand():

@@ -16,9 +16,9 @@ from pipeline import checkpoint
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
 from pipeline.io import read_jsonl
+from pipeline.tasks.registry import get_task
 from pipeline.tokenizers.mask_crops import crop_instance_mask
 from stages.cli import app
-from stages.eval_tokenizer import SPLIT
 
 
 def _train(project: Path, variant: str, out: Path) -> None:
@@ -132,7 +132,8 @@ def _mask_usage(model, records: list[dict], crop_size: int) -> dict[str, float]:
 def test_eval_reports_vqvae_next_to_baseline(tiny_project, trained, variant, key, tmp_path):
     model_dir = trained / variant / "model"
     model, config = checkpoint.load_vqvae(model_dir)
-    records = read_jsonl(tiny_project / "data/prepared" / config["task"] / f"{SPLIT[config['task']]}.jsonl")
+    held_out = get_task(config["task"]).splits[1]
+    records = read_jsonl(tiny_project / "data/prepared" / config["task"] / f"{held_out}.jsonl")
     if variant == "depth_mask50":
         # After six training steps the decoder output sits below the 1 mm floor, where every decode
         # scores alike, and barely depends on the codes. A new checkpoint maps the output y to

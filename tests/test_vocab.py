@@ -58,10 +58,12 @@ def test_absent_task_and_bad_sizes_raise():
     assert vocab.size == 2339 - 128 and "mask" not in vocab.ranges
     with pytest.raises(KeyError, match="absent"):
         vocab.task_range("mask")
-    with pytest.raises(KeyError, match="unknown"):
+    with pytest.raises(KeyError, match="absent"):
         vocab.task_range("boxes")
-    with pytest.raises(ValueError, match="None"):
+    with pytest.raises(ValueError, match="absent task"):
         Vocab.build(10, 3, 0, None)
+    with pytest.raises(ValueError, match="repeat"):
+        Vocab(10, 3, (("mask", 4), ("mask", 4)))
     with pytest.raises(ValueError, match="non-negative"):
         Vocab.build(-1, 3, None, None)
 
@@ -83,3 +85,22 @@ def test_coordinate_quantisation_hand_values_and_round_trip():
     c = torch.rand(1000, generator=torch.Generator().manual_seed(1)) * 640
     back = vocab.token_to_coord(vocab.coord_to_token(c, 640.0), 640.0)
     assert (back - c).abs().max() <= 640 / 2000 / 2 + 1e-4  # half a bin, ~0.16 px
+
+
+def test_task_code_ranges_come_from_the_manifests_in_registry_order():
+    from pipeline.tasks.registry import vocab_for
+
+    manifests = {"semseg": {"tokenizer": {"num_embeddings": 32}},
+                 "depth": {"tokenizer": {"num_embeddings": 64}},
+                 "insseg": {"tokenizer": {"num_embeddings": 16}, "categories": [{"id": 3}, {"id": 9}]}}
+    vocab = vocab_for(20, manifests, spare_codes=5)
+    # coords 21 | classes 2 | reserved, noise | mask 16 | depth 64 | semseg 32 | spare 5, whatever the order
+    # of the run's tasks: the registry's (mask before depth as the official layout, then later tasks)
+    assert vocab.ranges == {"coord": range(0, 21), "class": range(21, 23), "reserved": range(23, 24),
+                            "noise": range(24, 25), "mask": range(25, 41), "depth": range(41, 105),
+                            "semseg": range(105, 137), "spare": range(137, 142)}
+    assert vocab.size == 142
+    alone = vocab_for(20, {"semseg": manifests["semseg"]})
+    assert alone.ranges["semseg"] == range(23, 55) and "class" not in alone.ranges
+    with pytest.raises(Exception, match="unknown task"):
+        vocab_for(20, {"boxes": {}})

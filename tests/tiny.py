@@ -21,8 +21,10 @@ TINY = {
         "insseg": {"model": {"hidden_dim": 8, "num_embeddings": 16, "embedding_dim": 16},
                    "optim": {"warmup_steps": 2},
                    "train": {"steps": 6, "batch_size": 8, "log_every": 2}},
+        "semseg": {"model": {"hidden_dim": 8, "downsample_ratio": 8, "num_embeddings": 16, "embedding_dim": 16},
+                   "train": {"steps": 6, "batch_size": 4, "crop_size": 48, "log_every": 2}},
     },
-    "cache": {"depth": {"crop_size": 48}},  # the solver's crop is the full frame height
+    "cache": {"depth": {"crop_size": 48}, "semseg": {"crop_size": 48}},  # the full frame height
 }
 
 
@@ -37,7 +39,9 @@ def tiny_solver(steps: int, num_query: int) -> dict:
         "insseg": {"num_query": num_query, "image_size": 64, "aux_weight": 5.0},  # keeps the aux path run
         "runs": {"depth": {**run, "batch_size": {"depth": 2}},
                  "insseg": {**run, "batch_size": {"insseg": 2}},
-                 "joint": {**run, "batch_size": {"depth": 2, "insseg": 2}}},
+                 "semseg": {**run, "batch_size": {"semseg": 2}},
+                 "joint": {**run, "batch_size": {"depth": 2, "insseg": 2}},
+                 "joint3": {**run, "batch_size": {"depth": 2, "insseg": 2, "semseg": 2}}},
     }
 
 
@@ -54,7 +58,8 @@ def tiny_params(root: Path, extra: dict | None = None) -> dict:
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params = merge(params, {"data": {"tasks": {
         "depth": {"root": str(root / "data/demo/nyuv2")},
-        "insseg": {"root": str(root / "data/demo")}}}})
+        "insseg": {"root": str(root / "data/demo")},
+        "semseg": {"root": str(root / "data/demo/nyuv2")}}}})
     return merge(params, extra or {})
 
 
@@ -66,6 +71,7 @@ def write_params(path: Path, params: dict) -> Path:
 # Every stage of dvc.yaml on tiny data: small shards and crops, two solver steps.
 TINY_PIPELINE = {
     "cache": {"depth": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8},
-              "insseg": {"shard_max_samples": 8}},
+              "insseg": {"shard_max_samples": 8},
+              "semseg": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8}},
     "solver": tiny_solver(steps=2, num_query=3),
 }

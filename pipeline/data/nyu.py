@@ -13,6 +13,9 @@ Depth PNG encodings (`read_depth_metres` dispatches on dtype):
   and everything written by `pipeline.data.nyu_mat`.
 * uint8, 0..255 ↔ 0..10 m (value / 255 * 10): DenseDepth *train* pairs in the original nyu_data.zip.
 
+Semantic label PNGs (`label_XXXXX.png` next to the depth, written by the demo and by
+`pipeline.data.nyu_mat`) are single-channel uint8 or uint16 class ids, 0 = unlabelled.
+
 Every bad-input condition raises `DataError` with a one-line message naming the file (and line).
 Entries are not checked for existence here: a missing image surfaces when it is read, so that the
 caller can count bad samples (`data.max_bad_fraction`).
@@ -151,7 +154,15 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_depth_png(path: Path) -> np.ndarray:
     """The raw stored single-channel depth array `(H, W)`: uint16 (mm) or uint8 (DenseDepth train)."""
-    path = Path(path)
+    return _read_single_channel(Path(path), "depth")
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """A semantic label PNG as its stored `(H, W)` uint8 or uint16 class ids (0 = unlabelled)."""
+    return _read_single_channel(Path(path), "label")
+
+
+def _read_single_channel(path: Path, what: str) -> np.ndarray:
     im = _open_decoded(path)
     if im.mode in ("I;16", "I;16B", "I;16L"):
         return np.asarray(im, dtype=np.uint16)
@@ -161,9 +172,9 @@ def read_depth_png(path: Path) -> np.ndarray:
         # Some decoders hand 16-bit greyscale back as int32 "I"; accept it when it fits uint16.
         raw = np.asarray(im)
         if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(np.uint16).max):
-            raise DataError(f"{path}: depth values outside the uint16 range")
+            raise DataError(f"{path}: {what} values outside the uint16 range")
         return raw.astype(np.uint16)
-    raise DataError(f"{path}: expected a single-channel 8/16-bit depth image, got PIL mode {im.mode}")
+    raise DataError(f"{path}: expected a single-channel 8/16-bit {what} image, got PIL mode {im.mode}")
 
 
 def depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:

@@ -8,35 +8,51 @@ checks below run exactly once per dataset version:
   (inside the Eigen evaluation crop for the test split), the frame fits the configured crops (the
   tokenizer's training crop; the solver's crop is the full frame height) and has the dataset's one
   frame size (the token cache needs a fixed view set);
+- semseg (per-pixel class labels next to NYUv2-layout frames, `label_XXXXX.png` beside
+  `sync_depth_XXXXX.png`, as the demo and `ait data import-nyu-mat` write them): the class list
+  `<root>/semseg_classes.json` has contiguous ids 1..N with unique non-empty names; per frame the RGB
+  and the label exist and decode, the label is a single-channel 8/16-bit map of the RGB's size whose
+  values are 0 (unlabelled) or class ids, with at least one labelled pixel, and the frame fits the
+  crops and the one frame size as depth frames do;
 - insseg (COCO format): the image exists, decodes and has the size the json claims; every
   annotation has a known category, a finite positive box inside the image, a finite area, a
   non-empty decodable segmentation whose mask is non-empty and a 0/1 crowd flag; every split keeps at
   least one annotation.
 
 A malformed sample is skipped and listed in the report with its reason; a malformed annotation is
-dropped from its image and listed. The caller decides (with `max_bad_fraction`) whether the
-dataset as a whole is acceptable.
+dropped from its image and listed. `max_bad_fraction` decides whether the dataset as a whole is
+acceptable. `prepare_task` runs it all for one task from params.yaml (`PREPARERS`: task name ->
+loader + validator) and writes the manifests, the task's extra files and report.json atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipeline.config import DepthSourceConfig, InssegSourceConfig, SemsegDataConfig
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
+from pipeline.io import atomic_dir, write_json, write_jsonl
 from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH, eval_mask
+from pipeline.params import load_section, load_value
 
 Progress = Callable[[int, int], None]
+# `label -> context manager yielding a Progress` (stages.ui.progress): one bar per split
+ProgressFactory = Callable[[str], AbstractContextManager[Progress | None]]
 BOX_TOLERANCE_PX = 1.0  # COCO boxes are floats rounded from polygons; allow one pixel of overhang
 
 
@@ -57,6 +73,10 @@ def sample_key(rel_path: str) -> str:
     return stem.replace("/", "_").replace(".", "_")
 
 
+def _bar(progress: ProgressFactory | None, label: str) -> AbstractContextManager[Progress | None]:
+    return contextlib.nullcontext() if progress is None else progress(label)
+
+
 def _parallel_map(fn, items: Sequence, progress: Progress | None) -> list:
     # Decoding is I/O and C code that releases the GIL, so threads give a real speed-up here.
     out = []
@@ -73,15 +93,19 @@ def _parallel_map(fn, items: Sequence, progress: Progress | None) -> list:
 
 
 @dataclass(frozen=True)
-class DepthRules:
-    """What a depth frame must satisfy beyond decoding: which split it is in and the configured crops."""
+class FrameRules:
+    """What a dense-label frame must satisfy beyond decoding: its split and the configured crops."""
 
-    split: str  # "test" frames need a valid pixel inside the evaluation crop
-    tokenizer_crop: int  # tokenizer.depth.train.crop_size: a square inside the frame
-    solver_crop: int  # cache.depth.crop_size: the full frame height (AiT ref §6.1)
+    split: str  # depth "test" frames need a valid pixel inside the evaluation crop
+    tokenizer_crop: int  # tokenizer.<task>.train.crop_size: a square inside the frame
+    solver_crop: int  # cache.<task>.crop_size: the full frame height (AiT ref §6.1)
+    task: str = "depth"  # names those two params in error messages
 
 
-def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: DepthRules) -> dict:
+DepthRules = FrameRules  # its first name, still imported by bench/_paper.py
+
+
+def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: FrameRules) -> dict:
     """One manifest record for a depth pair, or DataError naming the first problem."""
     rgb = nyu.read_rgb(entry.rgb)
     raw = nyu.read_depth_png(entry.depth)
@@ -110,14 +134,14 @@ def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: Dep
     return record
 
 
-def _check_frame_size(path: Path, shape: tuple[int, int], rules: DepthRules) -> None:
+def _check_frame_size(path: Path, shape: tuple[int, int], rules: FrameRules) -> None:
     h, w = shape
     if rules.tokenizer_crop > min(h, w):
-        raise DataError(f"{path}: frame {w}x{h} is smaller than tokenizer.depth.train.crop_size "
+        raise DataError(f"{path}: frame {w}x{h} is smaller than tokenizer.{rules.task}.train.crop_size "
                         f"{rules.tokenizer_crop}")
     if rules.solver_crop != h or rules.solver_crop > w:
-        raise DataError(f"{path}: frame {w}x{h}, but cache.depth.crop_size {rules.solver_crop} must equal "
-                        f"the frame height (the solver crops full-height squares)")
+        raise DataError(f"{path}: frame {w}x{h}, but cache.{rules.task}.crop_size {rules.solver_crop} must "
+                        f"equal the frame height (the solver crops full-height squares)")
 
 
 def _check_valid_depth(path: Path, metres: np.ndarray, split: str) -> None:
@@ -129,11 +153,17 @@ def _check_valid_depth(path: Path, metres: np.ndarray, split: str) -> None:
         raise DataError(f"{path}: no valid depth pixel (all holes or out of range)")
 
 
-def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: str, rules: DepthRules,
+def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: str, rules: FrameRules,
                         progress: Progress | None = None) -> SplitResult:
+    return _check_frames(entries, root, lambda entry: check_depth_entry(entry, root, layout, rules), progress)
+
+
+def _check_frames(entries: Sequence[nyu.DepthEntry], root: Path,
+                  check_entry: Callable[[nyu.DepthEntry], dict], progress: Progress | None) -> SplitResult:
+    """Records of the frames `check_entry` accepts; the others (and repeats) skipped with the reason."""
     def check(entry):
         try:
-            return check_depth_entry(entry, root, layout, rules)
+            return check_entry(entry)
         except (DataError, OSError) as e:
             return {"key": sample_key(os.path.relpath(entry.rgb, root)), "reason": _one_line(e)}
 
@@ -147,9 +177,10 @@ def prepare_depth_split(entries: Sequence[nyu.DepthEntry], root: Path, layout: s
     return result
 
 
-def keep_one_frame_size(splits: dict[str, SplitResult]) -> None:
+def keep_one_frame_size(splits: dict[str, SplitResult], path_key: str = "depth") -> None:
     """Skip frames whose size is not the dataset's most common one (ties: the larger): the token cache
-    stores a fixed view set, so every frame of both splits must share one size."""
+    stores a fixed view set, so every frame of both splits must share one size. `path_key` names the
+    record's label file in the reason."""
     sizes = Counter((r["height"], r["width"]) for s in splits.values() for r in s.records)
     if len(sizes) < 2:
         return
@@ -157,9 +188,70 @@ def keep_one_frame_size(splits: dict[str, SplitResult]) -> None:
     for result in splits.values():
         odd = [r for r in result.records if (r["height"], r["width"]) != (h, w)]
         result.records = [r for r in result.records if (r["height"], r["width"]) == (h, w)]
-        result.skipped += [{"key": r["key"], "reason": f"{r['depth']}: frame {r['width']}x{r['height']} "
+        result.skipped += [{"key": r["key"], "reason": f"{r[path_key]}: frame {r['width']}x{r['height']} "
                             f"differs from the dataset's {w}x{h} (the token cache needs one size)"}
                            for r in odd]
+
+
+# --------------------------------------------------------------------------------------------------
+# semantic segmentation
+
+CLASSES_FILE = "semseg_classes.json"  # at the dataset root (pipeline/data/demo, pipeline/data/nyu_mat)
+
+
+def read_classes(path: Path) -> list[dict]:
+    """The class list `[{"id", "name"}]` sorted by id; it must number 1..N with unique non-empty names."""
+    try:
+        classes = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: class list not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read the class list ({_one_line(e)})") from None
+    if not isinstance(classes, list) or not classes or not all(_is_class(c) for c in classes):
+        raise DataError(f'{path}: expected a non-empty list of {{"id": int, "name": non-empty str}}')
+    classes = sorted(({"id": c["id"], "name": c["name"]} for c in classes), key=lambda c: c["id"])
+    if [c["id"] for c in classes] != list(range(1, len(classes) + 1)):
+        raise DataError(f"{path}: class ids must be 1..{len(classes)}, each once (0 means unlabelled)")
+    names = Counter(c["name"] for c in classes)
+    if max(names.values()) > 1:
+        raise DataError(f"{path}: class name {names.most_common(1)[0][0]!r} appears more than once")
+    return classes
+
+
+def _is_class(c: object) -> bool:
+    return (isinstance(c, dict) and type(c.get("id")) is int
+            and isinstance(c.get("name"), str) and bool(c["name"].strip()))
+
+
+def label_path(depth: Path) -> Path:
+    """A frame's class labels lie beside its depth: `sync_depth_XXXXX.png` -> `label_XXXXX.png`."""
+    if "sync_depth_" not in depth.name:
+        raise DataError(f"{depth}: cannot locate the frame's label (the name lacks 'sync_depth_')")
+    return depth.with_name(depth.name.replace("sync_depth_", "label_"))
+
+
+def check_semseg_entry(entry: nyu.DepthEntry, root: Path, rules: FrameRules, num_classes: int) -> dict:
+    """One manifest record for an RGB + class-label pair, or DataError naming the first problem."""
+    path = label_path(entry.depth)
+    rgb = nyu.read_rgb(entry.rgb)
+    label = nyu.read_label_png(path)
+    if label.shape != rgb.shape[:2]:
+        raise DataError(f"{path}: label is {label.shape[1]}x{label.shape[0]} but RGB is "
+                        f"{rgb.shape[1]}x{rgb.shape[0]}")
+    _check_frame_size(path, label.shape, rules)
+    top = int(label.max())
+    if top > num_classes:  # the ids are 1..num_classes (read_classes)
+        raise DataError(f"{path}: class id {top} is not 0 or one of the {num_classes} classes of "
+                        f"{CLASSES_FILE}")
+    if top == 0:
+        raise DataError(f"{path}: no labelled pixel (all 0)")
+    return {"key": sample_key(os.path.relpath(entry.rgb, root)), "rgb": str(entry.rgb), "label": str(path),
+            "height": int(label.shape[0]), "width": int(label.shape[1])}
+
+
+def prepare_semseg_split(entries: Sequence[nyu.DepthEntry], root: Path, rules: FrameRules, num_classes: int,
+                         progress: Progress | None = None) -> SplitResult:
+    return _check_frames(entries, root, lambda e: check_semseg_entry(e, root, rules, num_classes), progress)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +358,7 @@ def build_report(task: str, source: str, splits: dict[str, SplitResult], max_bad
     within = total > 0 and fractions[worst] <= max_bad_fraction
     verdict = f"{worst}: {fractions[worst]:.1%} bad (limit {max_bad_fraction:.1%})"
     verdict = "no samples listed" if not total else verdict if within else f"too many bad samples, {verdict}"
-    empty = _empty_split(task, splits) if within else None
+    empty = _empty_split(splits) if within else None
     return {
         "task": task,
         "source": source,
@@ -283,12 +375,13 @@ def build_report(task: str, source: str, splits: dict[str, SplitResult], max_bad
     }
 
 
-def _empty_split(task: str, splits: dict[str, SplitResult]) -> str | None:
+def _empty_split(splits: dict[str, SplitResult]) -> str | None:
     """Why the dataset cannot feed every later stage although few samples are bad, or None."""
     for name, result in splits.items():
         if not result.records:
             return f"{name}: no usable sample ({result.total} listed)"
-        if task == "insseg" and not any(r["annotations"] for r in result.records):
+        # tasks whose samples carry annotations (insseg) need at least one
+        if "annotations" in result.records[0] and not any(r["annotations"] for r in result.records):
             return f"{name}: no usable annotation in {len(result.records)} images"
     return None
 
@@ -297,3 +390,120 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
     text = str(e).strip().splitlines()
     line = text[0] if text else type(e).__name__
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------------
+# one task from params.yaml: load, validate, report, write
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One task's validated dataset: where it came from, its splits, and extra json files to write."""
+
+    source: str  # data.tasks.<task>.source, for the report
+    splits: dict[str, SplitResult]
+    extra: dict[str, Any] = field(default_factory=dict)  # file name -> json object
+
+
+def _crops(params: Path, task: str) -> tuple[int, int]:
+    # Frames must fit the crops of later stages: checked here, before any tokenizer trains.
+    return (load_value(params, f"tokenizer.{task}.train.crop_size"),
+            load_value(params, f"cache.{task}.crop_size"))
+
+
+def _list_splits(root: Path, layout: str, lists: dict[str, str]) -> dict[str, list[nyu.DepthEntry]]:
+    return {split: nyu.list_depth_samples(root, list_file, layout) for split, list_file in lists.items()}
+
+
+def depth_dataset(cfg: DepthSourceConfig, crops: tuple[int, int],
+                  progress: ProgressFactory | None = None) -> Prepared:
+    root = Path(cfg.root)
+    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
+    splits = {}
+    for split, split_entries in entries.items():
+        rules = FrameRules(split, *crops)
+        with _bar(progress, f"prepare depth/{split}") as cb:
+            splits[split] = prepare_depth_split(split_entries, root, cfg.layout, rules, cb)
+    keep_one_frame_size(splits)
+    return Prepared(cfg.source, splits)
+
+
+def semseg_dataset(cfg: SemsegDataConfig, crops: tuple[int, int],
+                   progress: ProgressFactory | None = None) -> Prepared:
+    root = Path(cfg.root)
+    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
+    classes = read_classes(root / CLASSES_FILE)
+    splits = {}
+    for split, split_entries in entries.items():
+        rules = FrameRules(split, *crops, task="semseg")
+        with _bar(progress, f"prepare semseg/{split}") as cb:
+            splits[split] = prepare_semseg_split(split_entries, root, rules, len(classes), cb)
+    keep_one_frame_size(splits, path_key="label")
+    return Prepared(cfg.source, splits, {"classes.json": classes})
+
+
+def insseg_dataset(cfg: InssegSourceConfig, progress: ProgressFactory | None = None) -> Prepared:
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found")
+    splits, categories = {}, None
+    for split, images, ann in (("train", cfg.train_images, cfg.train_json),
+                               ("val", cfg.val_images, cfg.val_json)):
+        index = coco.load_coco(root / ann, root / images)
+        if categories is not None and index.categories != categories:
+            raise DataError(f"{root / ann}: categories differ from the train json's")
+        categories = index.categories
+        if not categories:
+            raise DataError(f"{root / ann}: no categories")
+        with _bar(progress, f"prepare insseg/{split}") as cb:
+            splits[split] = prepare_insseg_split(index, cb)
+    return Prepared(cfg.source, splits, {"categories.json": [{"id": c["id"], "name": c["name"]}
+                                                             for c in categories]})
+
+
+def _depth(params: Path, progress: ProgressFactory | None) -> Prepared:
+    cfg = load_section(params, "data.tasks.depth", DepthSourceConfig)
+    return depth_dataset(cfg, _crops(params, "depth"), progress)
+
+
+def _semseg(params: Path, progress: ProgressFactory | None) -> Prepared:
+    cfg = load_section(params, "data.tasks.semseg", SemsegDataConfig)
+    return semseg_dataset(cfg, _crops(params, "semseg"), progress)
+
+
+def _insseg(params: Path, progress: ProgressFactory | None) -> Prepared:
+    return insseg_dataset(load_section(params, "data.tasks.insseg", InssegSourceConfig), progress)
+
+
+# task name -> how `ait prepare <task>` reads its dataset's params and validates it
+PREPARERS: dict[str, Callable[[Path, ProgressFactory | None], Prepared]] = {
+    "depth": _depth, "insseg": _insseg, "semseg": _semseg,
+}
+
+
+def write_prepared(task: str, prepared: Prepared, max_bad_fraction: float, out: Path,
+                   log: Callable[[str], None] = print) -> dict:
+    """Judge `prepared` (build_report) and write `<out>/<split>.jsonl`, its extra files and report.json
+    atomically; a rejected dataset writes nothing and raises DataError. Returns the report."""
+    report = build_report(task, prepared.source, prepared.splits, max_bad_fraction)
+    for row in report["skipped"][:5] + report["dropped_annotations"][:5]:
+        log(f"skipped {row['split']}/{row['key']}: {row['reason']}")
+    if not report["ok"]:
+        raise DataError(f"prepare {task}: {report['verdict']} ({len(report['skipped'])} skipped "
+                        f"samples, {len(report['dropped_annotations'])} dropped annotations; the first "
+                        f"reasons are listed above)")
+    with atomic_dir(out) as tmp:
+        for split, result in prepared.splits.items():
+            write_jsonl(tmp / f"{split}.jsonl", result.records)
+        for name, obj in prepared.extra.items():
+            write_json(tmp / name, obj)
+        write_json(tmp / "report.json", report)
+    return report
+
+
+def prepare_task(task: str, params: Path, out: Path, progress: ProgressFactory | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """`ait prepare <task>`: read `data.tasks.<task>` (and what it must fit) from `params`, validate,
+    write the manifests to `out`; returns the report."""
+    max_bad = load_value(params, "data.max_bad_fraction")
+    return write_prepared(task, PREPARERS[task](params, progress), max_bad, out, log)

@@ -40,9 +40,10 @@ class AiT(nn.Module):
         return self.solver(self.encode(images), task_id, tokens_in)
 
 
-def solver_config(model_cfg, max_seq_len: int, parallel: bool = False) -> SolverConfig:
-    """The solver architecture from the params' model section, the run's decoder and the derived length."""
-    return SolverConfig(**asdict(model_cfg), parallel=parallel, max_seq_len=max_seq_len)
+def solver_config(model_cfg, max_seq_len: int, parallel: bool = False, num_tasks: int = 4) -> SolverConfig:
+    """The solver architecture from the params' model section, the run's decoder and the derived length and
+    task slots."""
+    return SolverConfig(**asdict(model_cfg), parallel=parallel, max_seq_len=max_seq_len, num_tasks=num_tasks)
 
 
 def build_ait(backbone_cfg: BackboneConfig, cfg: SolverConfig, vocab: Vocab) -> AiT:

@@ -44,7 +44,9 @@ class SolverConfig(SolverModelConfig):
 
     parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
     max_seq_len: int = 2100  # 100 objects x 21 tokens (ref §4.5); depth uses 225
-    num_tasks: int = 3  # task ids det=0, insseg=1, depth=2 (ref §9); the official tables have 4 slots
+    # task embedding / position table slots: the registry's task ids + 1 (`tasks.registry.TASK_SLOTS`: det 0,
+    # insseg 1, depth 2 as ref §9, semseg 3), as many as the official tables have
+    num_tasks: int = 4
 
 
 class Solver(nn.Module):

@@ -9,7 +9,11 @@ state-dict indices match it, see `from_official_state_dict`):
 - decoder: Conv1x1(D->c) ReLU, n x ResBlock(c), ConvT(c->c, k4 s2 p1) ReLU, L x [ConvT(c->c/2) ReLU],
   Conv1x1(h->C), no output activation; c = h·r/2 at the bottleneck;
 - ResBlock: conv3-ReLU-conv3-ReLU-conv1 + identity, no normalisation anywhere;
-- input scaling "none" (depth: metres in, metres out) or "symmetric" (masks: x -> 2x−1 in, y·0.5+0.5 out).
+- input scaling "none" (depth: metres in, metres out) or "symmetric" (masks: x -> 2x−1 in, y·0.5+0.5 out);
+- "onehot" (semantic segmentation, not in the paper): C = N classes; the data is a `(B, 1, H, W)` map of
+  class ids 0..N (0 = unlabelled), the network sees its `(B, N, H, W)` one-hot of id − 1 (all zeros where
+  unlabelled) and the decoder's output is N class LOGITS, returned as they are (`labels_from_logits`
+  turns them into ids; the reconstruction loss is `losses.label_ce_loss`).
 
 Deliberate differences:
 - the paper says kernel 3; we follow the code (kernel 4, pad 1), which the parameter counts pin;
@@ -25,6 +29,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import VQVAEConfig
@@ -62,6 +67,23 @@ def grid_shape(cfg: VQVAEConfig, H: int, W: int) -> tuple[int, int]:
     if H % r or W % r:
         raise ValueError(f"input {H}x{W} is not a multiple of the downsample ratio {r}")
     return H // r, W // r
+
+
+def onehot_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """`(B, 1, H, W)` class ids 0..N (any dtype) -> `(B, N, H, W)` float one-hot of id − 1; 0 -> zeros."""
+    if labels.dim() != 4 or labels.shape[1] != 1:
+        raise ValueError(f"onehot input must be (B, 1, H, W) class ids, got {tuple(labels.shape)}")
+    ids = labels[:, 0].round().long()  # float maps from the data loader carry exact integers
+    # One-hot over 0..N then drop plane 0: unlabelled pixels become the zero vector, not a class.
+    # F.one_hot raises on ids outside 0..N.
+    planes = F.one_hot(ids, num_classes + 1)[..., 1:]  # (B, H, W, N)
+    dtype = labels.dtype if labels.is_floating_point() else torch.get_default_dtype()
+    return planes.permute(0, 3, 1, 2).to(dtype)
+
+
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """`(B, N, H, W)` class logits -> `(B, H, W)` int64 ids 1..N (argmax + 1; never 0)."""
+    return logits.argmax(1) + 1
 
 
 class ResBlock(nn.Module):
@@ -122,15 +144,22 @@ class VQVAE(nn.Module):
 
     # Input/output scaling (AiT ref §1.1 `use_norm`): masks live in [-1, 1] inside the network.
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Data space -> network space (identity for depth, x -> 2x − 1 for masks)."""
+        """Data space -> network space (identity for depth, x -> 2x − 1 for masks, `(B, 1, H, W)` ids
+        -> `(B, N, H, W)` one-hot for onehot)."""
+        if self.cfg.input_scale == "onehot":
+            return onehot_labels(x, self.cfg.channels)
         return 2.0 * x - 1.0 if self.cfg.input_scale == "symmetric" else x
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
-        """Network space -> data space (identity for depth, y -> 0.5y + 0.5 for masks)."""
+        """Network space -> data space (identity for depth, y -> 0.5y + 0.5 for masks; onehot logits
+        stay logits)."""
         return 0.5 * y + 0.5 if self.cfg.input_scale == "symmetric" else y
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(B, C, H, W)` -> (reconstruction `(B, C, H, W)` in data space, indices `(B, h, w)`, commit)."""
+        """`(B, C, H, W)` -> (reconstruction `(B, C, H, W)` in data space, indices `(B, h, w)`, commit).
+
+        onehot: `(B, 1, H, W)` ids in, `(B, N, H, W)` logits out.
+        """
         z = self.encoder(self.normalize(x))  # (B, D, h, w)
         quantized, indices, commit_loss = self.quantizer(z)
         return self.denormalize(self.decoder(quantized)), indices, commit_loss

@@ -1,17 +1,16 @@
-"""Trained task-solver inference: images -> depth maps (metres) / instances (AiT ref §4.4, §4.5, §5).
+"""Inference geometry shared by the tasks: sliding windows with flips for dense tasks, the letterbox for
+instances (AiT ref §5). The tasks decode their own outputs (`Task.evaluate`).
 
-Depth follows the official test protocol (AiT ref §5.1, `AiT.forward_test`, `DepthHead` defaults
-`shift_window_test=True, shift_size=2, flip_test=True`): S x S windows at x = linspace(0, W − S, n), each
-also horizontally flipped; predictions are un-flipped and averaged per flip pair, then the windows are
-stitched by summing and dividing by the per-column count; clip >= 1e-3. Each window is decoded with
-greedy auto-regressive `generate` (soft inputs when `soft_input`, ref §3.1) or ONE `generate_parallel`
-pass for AiT-P (ref §4.4), then detokenized soft or hard (`soft_decode`, τ; ref §3.2). RGB goes in as [0, 1],
-as in training; the backbone standardises it itself (`BackboneConfig.normalize`, see backbone.py).
+Dense tasks (depth, semantic labels) follow the official depth test protocol (AiT ref §5.1,
+`AiT.forward_test`, `DepthHead` defaults `shift_window_test=True, shift_size=2, flip_test=True`): S x S
+windows at x = linspace(0, W − S, n), each also horizontally flipped; predictions are un-flipped and
+averaged per flip pair, then the windows are stitched by summing and dividing by the per-column count.
+Each window is decoded with greedy auto-regressive `generate` (soft inputs when the task asks, ref §3.1)
+or ONE `generate_parallel` pass for AiT-P (ref §4.4) (`generate_dense`). RGB goes in as [0, 1], as in
+training; the backbone standardises it itself (`BackboneConfig.normalize`, see backbone.py).
 
-Instances follow ref §4.5 / §5.2: resize so the long side is `image_size` (aspect kept), zero-pad
-bottom/right to a square, generate `num_query` objects, decode boxes / scores / pasted masks back in
-original pixels. Images are [0, 1] here too; the backbone applies the mean/std (the padding is black in
-both training and inference).
+Instances (ref §4.5 / §5.2): `letterbox` resizes so the long side is `image_size` (aspect kept) and
+zero-pads bottom/right to a square (the padding is black in both training and inference).
 
 Deliberate choices: n = ceil(W / S) windows (the official n = 2 for 640/480 and the demo's 160/120, and
 still a full cover for wider frames); `shift_windows=False` decodes ONE centred window and fills the
@@ -32,19 +31,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pipeline.config import DepthInferConfig, InssegInferConfig, InssegTaskConfig
 from pipeline.models.ait import AiT
-from pipeline.models.sampling import choose, decoding_plan, restrict_logits
-from pipeline.models.vqvae import VQVAE, grid_shape
-from pipeline.tasks import depth as depth_task
-from pipeline.tasks import insseg as insseg_task
 from pipeline.vocab import Vocab
 
-DepthFn = Callable[[Tensor], Tensor]  # (B, 3, S, S) images in [0, 1] -> (B, 1, S, S) metres
+DenseFn = Callable[[Tensor], Tensor]  # (B, 3, S, S) images in [0, 1] -> (B, C, S, S) dense prediction
 
 
 # -------------------------------------------------------------------------------------------------
-# depth: windows, flips and stitching (pure tensor code; the model enters as `predict`)
+# dense tasks: windows, flips and stitching (pure tensor code; the model enters as `predict`)
 
 
 def window_offsets(width: int, size: int, shift: bool = True) -> list[int]:
@@ -86,56 +80,46 @@ def stitch(preds: Tensor, width: int, offsets: Sequence[int], flip: bool) -> Ten
     return (total / count.clamp_min(1))[..., nearest]
 
 
-def predict_windows(images: Tensor, predict: DepthFn, size: int, flip_tta: bool = True,
+def predict_windows(images: Tensor, predict: DenseFn, size: int, flip_tta: bool = True,
                     shift_windows: bool = True) -> Tensor:
-    """(N, 3, S, W) images in [0, 1] -> (N, 1, S, W) stitched depth, every view in ONE `predict` call."""
+    """(N, 3, S, W) images in [0, 1] -> (N, C, S, W) stitched predictions (depth; class probabilities),
+    every view in ONE `predict` call."""
     H, W = images.shape[-2:]
     if H != size:
         raise ValueError(f"image height {H} is not the crop size {size} (the protocol slides along x only)")
     offsets = window_offsets(W, size, shift_windows)
     preds = predict(tta_views(images, size, offsets, flip_tta))
-    return stitch(preds, W, offsets, flip_tta).clamp_min(depth_task.MIN_DEPTH)
+    return stitch(preds, W, offsets, flip_tta)
 
 
 # -------------------------------------------------------------------------------------------------
-# depth: the model as a window predictor
+# dense tasks: the model as a window predictor
 
 
-def depth_predictor(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig, size: int) -> DepthFn:
-    """A `predict` for `predict_windows`: (B, 3, S, S) -> (B, 1, S, S) metres through solver + detokenizer."""
-    grid = grid_shape(tokenizer.cfg, size, size)
-    length = grid[0] * grid[1]
+def soft_inputs(model: AiT, soft_kinds: frozenset[str], cfg) -> frozenset[str]:
+    """The kinds fed back as soft tokens (ref §3.1): none for AiT-P, which has no auto-regressive inputs
+    (its `cfg.soft_input` is not even read, so DVC's params record says it does not matter), or when
+    `cfg.soft_input` is off."""
+    return soft_kinds if not model.solver.cfg.parallel and cfg.soft_input else frozenset()
 
-    @torch.no_grad()
-    def predict(images: Tensor) -> Tensor:
-        memory = model.encode(images)
-        if model.solver.cfg.parallel:  # AiT-P: one pass, no sampling (ref §4.4)
-            logits = model.solver.generate_parallel(memory, depth_task.TASK_ID, length)
-        else:  # greedy (top_p 0 in the depth configs, ref §3.1)
-            soft = depth_task.SOFT_KINDS if cfg.soft_input else frozenset()
-            _, logits = model.solver.generate(memory, depth_task.TASK_ID, length,
-                                              depth_task.generation_kinds(), vocab, soft_kinds=soft)
-        return depth_task.predict_depth(logits, tokenizer, grid, vocab, soft_decode=cfg.soft_decode,
-                                        tau=cfg.tau)
 
-    return predict
+@torch.no_grad()
+def generate_dense(model: AiT, images: Tensor, task_id: int, length: int, kinds: list[tuple[str, ...]],
+                   vocab: Vocab, soft_kinds: frozenset[str]) -> Tensor:
+    """(B, 3, S, S) images -> (B, L, V) logits of a dense task's code sequence: ONE `generate_parallel`
+    pass for AiT-P (ref §4.4), else greedy auto-regressive `generate` (top_p 0 in the official dense
+    configs, ref §3.1) with soft inputs at `soft_kinds`."""
+    memory = model.encode(images)
+    if model.solver.cfg.parallel:
+        return model.solver.generate_parallel(memory, task_id, length)
+    _, logits = model.solver.generate(memory, task_id, length, kinds, vocab, soft_kinds=soft_kinds)
+    return logits
 
 
 def to_tensor(images: Sequence[np.ndarray] | np.ndarray, device: torch.device | str) -> Tensor:
     """(N, H, W, 3) uint8 (or a list of same-size images) -> (N, 3, H, W) float32 in [0, 1] on device."""
     batch = np.stack([np.asarray(im) for im in images])
     return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255.0
-
-
-@torch.no_grad()
-def infer_depth(model: AiT, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
-                images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    """(N, S, W, 3) uint8 RGB -> (N, S, W) float32 depth in metres by the official window/flip protocol
-    (or the windows and flips `cfg` chooses)."""
-    device = next(model.parameters()).device
-    predict = depth_predictor(model, tokenizer, vocab, cfg, size)
-    depth = predict_windows(to_tensor(images, device), predict, size, cfg.flip_tta, cfg.shift_windows)
-    return depth[:, 0].float().cpu().numpy()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -152,44 +136,3 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     out = np.zeros((size, size, 3), np.float32)
     out[:rh, :rw] = resized
     return out, scale
-
-
-def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegInferConfig, num_query: int,
-                     mask_tokens: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Encoder memory -> generated (B, L) tokens and raw (B, L, V) logits, L = num_query·T (ref §4.5)."""
-    kinds = insseg_task.generation_kinds(num_query, mask_tokens)
-    length = len(kinds)
-    if model.solver.cfg.parallel:  # one pass; choose per position inside its legal range
-        logits = model.solver.generate_parallel(memory, insseg_task.TASK_ID, length)
-        legal, _ = decoding_plan(vocab, kinds, length, device=memory.device)
-        restricted = restrict_logits(logits, legal).flatten(0, 1)
-        return choose(restricted, cfg.top_p, generator).view(logits.shape[:2]), logits
-    soft = insseg_task.SOFT_KINDS if cfg.soft_input else frozenset()
-    return model.solver.generate(memory, insseg_task.TASK_ID, length, kinds, vocab, soft_kinds=soft,
-                                 top_p=cfg.top_p, generator=generator)
-
-
-@torch.no_grad()
-def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, task: InssegTaskConfig,
-                    cfg: InssegInferConfig, images: Sequence[np.ndarray], category_ids: Sequence[int],
-                    generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
-    """(H_i, W_i, 3) uint8 images -> per image boxes_xyxy (n, 4) original px, category_ids (n,),
-    scores (n,), masks (n, H_i, W_i) bool; `category_ids[k]` is the dataset id of contiguous class k.
-    `task` is how the model was trained (query count, input side), `cfg` how it decodes."""
-    if len(category_ids) != vocab.num_classes:
-        raise ValueError(f"{len(category_ids)} category ids for a vocabulary of {vocab.num_classes} classes")
-    device = next(model.parameters()).device
-    boxed = [letterbox(im, task.image_size) for im in images]
-    batch = torch.from_numpy(np.stack([b for b, _ in boxed])).permute(0, 3, 1, 2).to(device)
-    gh, gw = insseg_task.mask_grid(tokenizer)
-    memory = model.encode(batch)
-    tokens, logits = _instance_tokens(model, memory, vocab, cfg, task.num_query, gh * gw, generator)
-    objects = insseg_task.decode_objects(
-        tokens, logits, vocab, tokenizer, task.num_query, image_hw=[im.shape[:2] for im in images],
-        norm=float(task.image_size), soft_decode=cfg.soft_decode, tau=cfg.tau,
-        scale_factors=[s for _, s in boxed])
-    ids = np.asarray(category_ids, dtype=np.int64)
-    return [{"boxes_xyxy": o["boxes_xyxy"].float().cpu().numpy(),
-             "category_ids": ids[o["labels"].cpu().numpy()],
-             "scores": o["scores"].float().cpu().numpy(),
-             "masks": o["masks"].cpu().numpy()} for o in objects]

@@ -2,11 +2,13 @@
 
 One module per task, in the spirit of big_vision's UViM "task-adapter trio" (STYLE §1.3):
 - `depth`: NYUv2 depth, 225 depth codes in raster order (AiT ref §4.4);
-- `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (AiT ref §4.5),
-  with its helpers `noise` (noise objects) and `paste` (detectron2-style mask pasting).
+- `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (AiT ref §4.5;
+  `insseg_sequence`), with its helpers `noise` (noise objects) and `paste` (detectron2-style mask pasting);
+- `semseg`: per-pixel classes (NYU), class-map codes in raster order, the dense discrete case.
 
-This file holds the two sequence helpers both adapters share: the full-vocabulary cross-entropy sum
-(AiT ref §4.3: training CE is never restricted to the legal sub-range) and the token accuracy.
+This file holds the sequence helpers the tasks share: the full-vocabulary cross-entropy sum (AiT ref
+§4.3: training CE is never restricted to the legal sub-range), the token accuracy, and the raster order
+and code logits of the dense tasks. The task protocol is `base.py`, the registry `registry.py`.
 Everything here is pure tensor code: no file I/O, no params.
 """
 
@@ -55,3 +57,22 @@ def hit_rate(hits: Tensor, supervised: Tensor) -> Tensor:
 def token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     """(B, L, V) logits, (B, L) targets -> scalar fraction of supervised targets hit by the full-V argmax."""
     return hit_rate(*token_hits(logits, targets))
+
+
+def raster_sequence(indices: Tensor, vocab, kind: str) -> tuple[Tensor, Tensor]:
+    """(B, h, w) local codes of a dense task -> tokens_in (B, L−1) = targets[:, :-1], targets (B, L) in
+    row-major raster order (AiT ref §4.4); position 0 of the decoder input is the task embedding."""
+    if indices.ndim != 3:
+        raise ValueError(f"expected (B, h, w) {kind} indices, got shape {tuple(indices.shape)}")
+    targets = vocab.to_global(indices.long().flatten(1), kind)
+    return targets[:, :-1], targets
+
+
+def grid_code_logits(logits: Tensor, vocab, kind: str, grid_hw: tuple[int, int]) -> Tensor:
+    """(B, L, V) solver logits -> (B, K, h, w) logits of `kind`'s codes, as `VQVAE.decode_soft` takes them."""
+    h, w = grid_hw
+    B, L, _ = logits.shape
+    if L != h * w:
+        raise ValueError(f"{L} {kind} positions do not fill a {h}x{w} token grid")
+    r = vocab.task_range(kind)
+    return logits[..., r.start : r.stop].reshape(B, h, w, len(r)).permute(0, 3, 1, 2)

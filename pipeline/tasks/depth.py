@@ -1,4 +1,4 @@
-"""Depth task adapter: depth codes -> token sequence, loss, logits/tokens -> depth (AiT ref §4.4, §3).
+"""The depth task: depth codes -> token sequence, loss, logits/tokens -> depth (AiT ref §4.4, §3).
 
 The UViM-style trio (STYLE §1.3, big_vision `depth_task.py`):
 - `depth_sequence`: cached tokenizer indices (B, h, w) -> decoder input / targets in row-major raster
@@ -16,17 +16,39 @@ all-reduced mean token count per GPU, i.e. CE_mean + aux_weight·SiLog on one pr
 the trainer pass that N; the default is the local count. The tokenizer must be frozen by the caller
 (requires_grad False): gradients still flow through its decoder into the logits, never into it.
 
+`DepthTask` binds them to the pipeline (`tasks/base.py`): tokenizer crops and loss, the per-view cache
+layout, training examples, the loss adapter, the window/flip inference and the evaluation
+(`depth_eval.py`).
+
 Shapes: B batch, h x w token grid, L = h·w, V vocabulary, K depth codebook size, H x W pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.losses import silog_loss
+from pipeline.config import DepthCacheConfig, DepthInferConfig, DepthTaskConfig
+from pipeline.data.nyu import read_depth_metres
+from pipeline.losses import mse_ignore_zero, silog_loss
 from pipeline.models.vqvae import VQVAE, grid_shape
-from pipeline.tasks import num_supervised, sequence_ce_sum, token_accuracy
+from pipeline.solver.augment import DepthAugmentConfig, augment_depth, depth_view, draw_depth
+from pipeline.solver.infer import DenseFn, generate_dense, predict_windows, soft_inputs, to_tensor
+from pipeline.solver.samples import stack_images, worker_rng
+from pipeline.tasks import grid_code_logits, num_supervised, raster_sequence, sequence_ce_sum, token_accuracy
+from pipeline.tasks.base import DenseTask, SolverEval, SolverResult, TokenizerEval, fmt, read_split
+from pipeline.tasks.depth_eval import evaluate_depth, train_depth_baselines
+from pipeline.tokenizers.data import DepthCrops
+from pipeline.tokenizers.evaluate import evaluate_depth as evaluate_depth_tokenizer
+from pipeline.tokenizers.mask_augment import random_patch_mask
+from pipeline.tokens.layouts import ViewLayout, view_layout
+from pipeline.tokens.read import decode_sample, depth_png_metres
+from pipeline.viz import colorize_depth, panel, shared_range
 from pipeline.vocab import Vocab
 
 __all__ = [
@@ -47,20 +69,12 @@ def generation_kinds() -> list[tuple[str, ...]]:
 
 def depth_sequence(indices: Tensor, vocab: Vocab) -> tuple[Tensor, Tensor]:
     """(B, h, w) local depth codes -> tokens_in (B, L−1) = targets[:, :-1], targets (B, L), L = h·w."""
-    if indices.ndim != 3:
-        raise ValueError(f"expected (B, h, w) depth indices, got shape {tuple(indices.shape)}")
-    targets = vocab.to_global(indices.long().flatten(1), "depth")  # row-major raster (ref §4.4)
-    return targets[:, :-1], targets
+    return raster_sequence(indices, vocab, "depth")
 
 
 def depth_code_logits(logits: Tensor, vocab: Vocab, grid_hw: tuple[int, int]) -> Tensor:
     """(B, L, V) solver logits -> (B, K, h, w) logits of the depth codes, as `decode_soft` takes them."""
-    h, w = grid_hw
-    B, L, _ = logits.shape
-    if L != h * w:
-        raise ValueError(f"{L} depth positions do not fill a {h}x{w} token grid")
-    r = vocab.task_range("depth")
-    return logits[..., r.start : r.stop].reshape(B, h, w, len(r)).permute(0, 3, 1, 2)
+    return grid_code_logits(logits, vocab, "depth", grid_hw)
 
 
 def depth_loss(
@@ -130,3 +144,175 @@ def predict_depth(
                 indices = vocab.to_local(logits_or_tokens, "depth").view(-1, *grid_hw)
             depth = tokenizer.decode(indices)
     return depth.clamp_min(MIN_DEPTH)
+
+
+# --------------------------------------------------------------------------------------------------
+# training examples and loss (cache sample -> augmented example -> sequences and loss)
+
+
+@dataclass
+class DepthExamples:
+    """Cached depth sample -> one randomly drawn cached view: image, GT depth, its tokens and the
+    drawn RGB augmentation (AiT ref §6.1).
+
+    The image is the (S, S, 3) uint8 view; `augment` is its `draw_depth` row, applied on the training
+    device by `augment_depth` (CutDepth on the full frame, then the view, then the photometric ops).
+    """
+
+    crop_size: int
+    augment: DepthAugmentConfig
+    seed: int
+    _rng: np.random.Generator | None = field(default=None, repr=False)
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        self._rng = self._rng or worker_rng(self.seed)
+        s = decode_sample(raw, DepthTask.cache_fields)
+        v = int(self._rng.integers(len(s["views"])))
+        flip, x = s["views"][v]["flip"], s["views"][v]["x"]
+        rgb, depth = depth_view(s["rgb"], s["depth"], flip, x, self.crop_size)
+        draws = draw_depth(self.augment, s["rgb"].shape[1], flip, x, self._rng)
+        return {"key": s["key"], "image": rgb, "depth": depth, "indices": s["tokens"][v].astype(np.int64),
+                "augment": draws}
+
+
+def collate_depth(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack depth examples: images (B, 3, S, S) uint8, depth (B, 1, S, S) metres, indices (B, h, w),
+    augment (B, DEPTH_DRAW_SIZE) draws for `augment_depth`."""
+    return {
+        "keys": [s["key"] for s in samples],
+        "images": stack_images([s["image"] for s in samples]),
+        "depth": torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None],
+        "indices": torch.from_numpy(np.stack([s["indices"] for s in samples])),
+        "augment": torch.from_numpy(np.stack([s["augment"] for s in samples])),
+    }
+
+
+@dataclass
+class DepthLoss:
+    """The depth loss adapter of the training step: sequences, CE + aux SiLog through the frozen tokenizer."""
+
+    tokenizer: VQVAE
+    cfg: DepthTaskConfig
+
+    def loss(self, model, batch: dict, vocab: Vocab, device: torch.device,
+             generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        tokens_in, targets = depth_sequence(batch["indices"].to(device), vocab)
+        depth = batch["depth"].to(device)
+        logits = model(augment_depth(batch["images"].to(device), depth, batch["augment"]), TASK_ID, tokens_in)
+        aux = self.cfg.aux_weight > 0
+        return depth_loss(logits, targets, vocab=vocab, tokenizer=self.tokenizer if aux else None,
+                          gt_depth=depth if aux else None, aux_weight=self.cfg.aux_weight, tau=self.cfg.tau)
+
+
+# --------------------------------------------------------------------------------------------------
+# inference (AiT ref §5.1): S x S windows with flips, each decoded by the solver and the detokenizer
+
+
+def depth_predictor(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig, size: int) -> DenseFn:
+    """A `predict` for `predict_windows`: (B, 3, S, S) -> (B, 1, S, S) metres through solver + detokenizer."""
+    grid = grid_shape(tokenizer.cfg, size, size)
+
+    @torch.no_grad()
+    def predict(images: Tensor) -> Tensor:
+        logits = generate_dense(model, images, TASK_ID, grid[0] * grid[1], generation_kinds(), vocab,
+                                soft_inputs(model, SOFT_KINDS, cfg))
+        return predict_depth(logits, tokenizer, grid, vocab, soft_decode=cfg.soft_decode, tau=cfg.tau)
+
+    return predict
+
+
+@torch.no_grad()
+def infer_depth(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
+                images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """(N, S, W, 3) uint8 RGB -> (N, S, W) float32 depth in metres by the official window/flip protocol
+    (or the windows and flips `cfg` chooses)."""
+    device = next(model.parameters()).device
+    predict = depth_predictor(model, tokenizer, vocab, cfg, size)
+    depth = predict_windows(to_tensor(images, device), predict, size, cfg.flip_tta, cfg.shift_windows)
+    return depth[:, 0].clamp_min(MIN_DEPTH).float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# the task
+
+
+class DepthTask(DenseTask):
+    """NYUv2 depth: a dense continuous map, tokenised per cached view (paper §3, AiT ref §4.4)."""
+
+    name = "depth"
+    task_id = TASK_ID
+    code_kind = "depth"
+    splits = ("train", "test")
+    solver_config = DepthTaskConfig
+    cache_config = DepthCacheConfig
+    infer_config = DepthInferConfig
+    soft_kinds = SOFT_KINDS
+    tokenizer_metric = ("rmse", "rmse", "RMSE (m)")
+    cache_fields = {"depth": depth_png_metres}  # the cached depth PNG decodes to metres
+
+    def tokenizer_crops(self, records, crop_size, seed, prepared):
+        return DepthCrops(records, crop_size, seed)
+
+    def tokenizer_loss(self, model, batch, mask_ratio, patch_size, generator):
+        # MSE against the clean GT on valid pixels of the reconstruction of the mask-augmented input (§2)
+        inputs = random_patch_mask(batch, mask_ratio, patch_size, generator) if mask_ratio > 0 else batch
+        recon, _, commit = model(inputs)
+        recon_loss = mse_ignore_zero(recon.float(), batch)
+        return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+
+    def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
+        return evaluate_depth_tokenizer(ctx.model, ctx.records, ctx.tau, ctx.device, ctx.progress)
+
+    def cache_layout(self, splits, tok, cfg, prepared) -> ViewLayout:
+        return view_layout(self.name, "depth", read_depth_metres, splits, tok, cfg)
+
+    def examples(self, manifest, cfg, seed):
+        return DepthExamples(manifest["views"]["crop_size"], cfg.augment, seed), collate_depth
+
+    def loss_adapter(self, tokenizer, cfg, manifest):
+        return DepthLoss(tokenizer, cfg)
+
+    def evaluate(self, ctx: SolverEval) -> SolverResult:
+        with ctx.progress("evaluate: training depth statistics") as cb:
+            baselines = train_depth_baselines(read_split(ctx.prepared, self.splits[0]), cb)
+        size = ctx.manifest["views"]["crop_size"]
+        model, tokenizer, vocab, cfg = ctx.model, ctx.tokenizer, ctx.vocab, ctx.infer_cfg
+        with ctx.progress("evaluate depth") as cb:
+            metrics, panels = evaluate_depth(
+                lambda rgbs: infer_depth(model, tokenizer, vocab, cfg, rgbs, size), tokenizer, ctx.records,
+                baselines, ctx.opts, cb)
+        return SolverResult(metrics, panels, {})
+
+    def headline(self, metrics):
+        model, base = metrics["model"], metrics["mean_depth_baseline"]
+        return {"rmse": model["rmse"], "d1": model["d1"], "base_rmse": base["rmse"], "base_d1": base["d1"],
+                "tok_rmse": metrics["tokenizer_upper_bound"]["rmse"]}
+
+    def report(self, m):
+        return (f"RMSE {m['model']['rmse']:.4f} (mean-depth baseline {m['mean_depth_baseline']['rmse']:.4f}, "
+                f"gain {100 * m['rmse_gain_vs_mean']:.1f}%; tokenizer bound "
+                f"{m['tokenizer_upper_bound']['rmse']:.4f}), d1 {m['model']['d1']:.3f}")
+
+    def summary_rows(self, run, d):
+        median = d.get("median_depth_baseline", {})
+        rows = [(run, f"depth {key}", fmt(d["model"][key]), fmt(d["mean_depth_baseline"][key]),
+                 fmt(median.get(key)), f"{d['rmse_gain_vs_mean']:+.1%}" if key == "rmse" else "",
+                 fmt(d["tokenizer_upper_bound"][key]))
+                for key in ("rmse", "abs_rel", "d1")]
+        if "spread_vs_mean_map" in d:
+            s = d["spread_vs_mean_map"]
+            spread = f"{s['deviation_ratio']:.2f} (corr {s['deviation_correlation']:+.2f})"
+            rows.append((run, "depth spread vs mean map", spread, "0.00", "", "", ""))
+        return rows
+
+    def inspect_panel(self, sample, model, manifest):
+        crop = manifest["views"]["crop_size"]
+        x = sample["views"][0]["x"]  # view 0: flip 0, x 0 by construction (views.dense_views)
+        decoded = model.decode(torch.from_numpy(sample["tokens"][:1].astype(np.int64)))[0, 0].numpy()
+        gt = sample["depth"][:, x : x + crop]
+        lo, hi = shared_range(gt, decoded)
+        tiles = [sample["rgb"][:, x : x + crop], colorize_depth(gt, lo, hi), colorize_depth(decoded, lo, hi)]
+        return panel(tiles, ["image", f"GT depth {lo:.2f}-{hi:.2f} m", "decoded tokens (view 0)"])
+
+
+TASK = DepthTask()

@@ -11,6 +11,10 @@
     (align_corners=False, no antialiasing) that samples the holes as 0 m depth.
 - masks: nearest-neighbour downsample 64x64 -> 4x4 (binarised at 0.5, so 2 token values) and nearest
   upsample back.
+- semseg labels (not in the paper): a label map with as many values as the tokenizer has tokens. Each
+  grid cell takes the label at its centre pixel (row floor((i + ½)·H/h), likewise columns; for even cell
+  sizes that is the pixel just below/right of the true centre) and every pixel of the cell gets it back.
+  A cell whose centre is unlabelled reconstructs as 0, which the semseg metrics score as wrong.
 
 Bins are [i·Δ, (i+1)·Δ) with Δ = 10/128 m, decoded to their centres; depth beyond 10 m falls in the
 last bin.
@@ -90,3 +94,34 @@ def mask_interp_decode(tokens: torch.Tensor, size: int = 64) -> torch.Tensor:
 def mask_interp_reconstruct(masks: torch.Tensor, grid: int = 4) -> torch.Tensor:
     """`(N, S, S)` masks -> their nearest 4x4 interpolation-tokenizer reconstruction, same shape."""
     return mask_interp_decode(mask_interp_encode(masks, grid), masks.shape[-1])
+
+
+def _cell_centres(size: int, cells: int) -> torch.Tensor:
+    """Pixel index of each cell's centre, floor((i + ½)·size/cells), in exact integer arithmetic."""
+    return (2 * torch.arange(cells) + 1) * size // (2 * cells)
+
+
+def _cell_of_pixel(size: int, cells: int) -> torch.Tensor:
+    """Cell index of each pixel, floor(p·cells/size): cell i covers [i·size/cells, (i+1)·size/cells)."""
+    return torch.arange(size) * cells // size
+
+
+def label_interp_encode(labels: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """`(B, H, W)` int64 class ids -> `(B, h, w)` ids sampled at the cell centres (nearest downsample)."""
+    H, W = labels.shape[-2:]
+    rows = _cell_centres(H, grid_hw[0]).to(labels.device)
+    cols = _cell_centres(W, grid_hw[1]).to(labels.device)
+    return labels[:, rows][:, :, cols]
+
+
+def label_interp_decode(tokens: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """`(B, h, w)` ids -> `(B, H, W)`: every pixel takes the id of the cell it lies in (nearest upsample)."""
+    h, w = tokens.shape[-2:]
+    rows = _cell_of_pixel(out_hw[0], h).to(tokens.device)
+    cols = _cell_of_pixel(out_hw[1], w).to(tokens.device)
+    return tokens[:, rows][:, :, cols]
+
+
+def label_interp_reconstruct(labels: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """`(B, H, W)` int64 class ids -> its interpolation-tokenizer reconstruction, same shape and dtype."""
+    return label_interp_decode(label_interp_encode(labels, grid_hw), tuple(labels.shape[-2:]))

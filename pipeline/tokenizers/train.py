@@ -1,9 +1,10 @@
 """The tokenizer training loop: one code path for CPU, CUDA and torchrun DDP (AiT ref §1.4, §1.5).
 
-Losses (AiT ref §1.3): depth = MSE against the clean GT on valid (> 0) pixels of the reconstruction
-of the *mask-augmented* input (§2); masks = plain MSE in the network's [-1, 1] space. Both add the
-quantizer's 0.25-weighted commitment term. The quantizer all-reduces its EMA statistics itself, so
-DDP only has to average the gradients of the conv weights (buffers are not broadcast).
+Losses are the task's (`Task.tokenizer_loss`; AiT ref §1.3: depth = MSE against the clean GT on valid
+(> 0) pixels of the reconstruction of the *mask-augmented* input (§2); masks = plain MSE in the network's
+[-1, 1] space; class maps = CE on labelled pixels). All add the quantizer's 0.25-weighted commitment term.
+The quantizer all-reduces its EMA statistics itself, so DDP only has to average the gradients of the conv
+weights (buffers are not broadcast).
 """
 
 from __future__ import annotations
@@ -12,37 +13,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from pipeline.losses import mse_ignore_zero
 from pipeline.models.vqvae import VQVAE
 from pipeline.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
 from pipeline.runtime import DistInfo, autocast_ctx, wrap_ddp
-from pipeline.tokenizers.mask_augment import random_patch_mask
+from pipeline.tasks.base import Task
 
 LogFn = Callable[[int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    task: str  # "depth" | "insseg"
+    task: Task  # decides the loss (`Task.tokenizer_loss`)
     mask_ratio: float = 0.0
     patch_size: int = 16
 
 
 def tokenizer_loss(model: torch.nn.Module, batch: torch.Tensor, spec: LossSpec,
                    generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its parts for one `(B, 1, S, S)` batch (depth in metres or masks in [0, 1])."""
-    if spec.task == "depth":
-        inputs = random_patch_mask(batch, spec.mask_ratio, spec.patch_size, generator) \
-            if spec.mask_ratio > 0 else batch
-        recon, indices, commit = model(inputs)
-        recon_loss = mse_ignore_zero(recon.float(), batch)
-    else:
-        recon, indices, commit = model(batch)
-        # MSE in network space: (2y − 1) − (2x − 1) = 2 (y − x), as the official [-1, 1] loss.
-        recon_loss = F.mse_loss(2.0 * recon.float() - 1.0, 2.0 * batch - 1.0)
-    return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+    """Total loss and its parts for one `(B, C, S, S)` crop batch of the spec's task."""
+    return spec.task.tokenizer_loss(model, batch, spec.mask_ratio, spec.patch_size, generator)
 
 
 def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], steps: int, optim: OptimConfig,

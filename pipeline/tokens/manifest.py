@@ -32,7 +32,6 @@ MANIFEST = "manifest.json"
 ZARR_STORE = "tokens.zarr"
 COMPLETE_ATTR = "complete"  # root attribute of tokens.zarr, written after every array
 SHARD_PATTERN = "shard-%06d.tar"
-SPLITS = {"depth": ("train", "test"), "insseg": ("train", "val")}  # as the prepared manifests
 
 
 class CacheError(DataError):

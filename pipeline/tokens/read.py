@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,29 +128,38 @@ def iter_tar_samples(path: Path, fields: set[str] | None = None) -> Iterator[dic
         yield sample
 
 
-def _depth_png_metres(data: bytes) -> np.ndarray:
+IMAGE_FIELDS = frozenset({"rgb", "image"})  # decoded as (H, W, 3) uint8 RGB whatever their mode
+FieldDecoder = Callable[[bytes], Any]
+
+
+def depth_png_metres(data: bytes) -> np.ndarray:
+    """Stored depth PNG bytes -> (H, W) float32 metres (0 = invalid), as `nyu.stored_depth_to_metres`."""
     return stored_depth_to_metres(np.asarray(Image.open(io.BytesIO(data))))
 
 
-def _decode_field(name: str, ext: str, data: bytes) -> Any:
+def _decode_field(name: str, ext: str, data: bytes, fields: Mapping[str, FieldDecoder]) -> Any:
+    if name in fields:
+        return fields[name](data)
     if ext == "npy":
         return np.load(io.BytesIO(data), allow_pickle=False)
     if ext == "json":
         return json.loads(data)
-    if name == "depth":
-        return _depth_png_metres(data)
-    return np.array(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)  # writable, for torch
+    image = Image.open(io.BytesIO(data))
+    if name in IMAGE_FIELDS:
+        return np.array(image.convert("RGB"), dtype=np.uint8)  # writable, for torch
+    return np.array(image)  # a label map as stored (uint8 / uint16)
 
 
-def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """Default decode: `key`, images as `(H, W, 3)` uint8, `depth` as `(H, W)` float32 metres (0 =
-    invalid), `tokens` as stored (uint8/uint16), json fields (`views`, `annotations`) as objects."""
+def decode_sample(sample: dict[str, Any], fields: Mapping[str, FieldDecoder] | None = None) -> dict[str, Any]:
+    """Default decode: `key`, images (`rgb`, `image`) as `(H, W, 3)` uint8, other PNGs as stored, `tokens`
+    as stored (uint8/uint16), json fields (`views`, `annotations`) as objects; `fields` overrides the
+    decoding of named fields (a task's label file, e.g. depth PNGs to metres)."""
     out: dict[str, Any] = {"key": sample["__key__"]}
     for field, data in sample.items():
         if field.startswith("__"):  # __key__, __url__, __local_path__ added by webdataset
             continue
         name, _, ext = field.partition(".")
-        out[name] = _decode_field(name, ext, data)
+        out[name] = _decode_field(name, ext, data, fields or {})
     return out
 
 
@@ -231,8 +240,9 @@ class ZarrTokens(Dataset):
         group = self._group()
         self.keys: list[str] = [str(k) for k in group["keys"][:]]
         self._index = {k: i for i, k in enumerate(self.keys)}
-        self.offsets = group["offsets"][:] if self.info.task == "insseg" else None
-        self._ann_ids = group["ann_ids"][:] if self.info.task == "insseg" else None
+        ragged = "offsets" in group  # per-object layouts store offsets (layouts.InstanceLayout)
+        self.offsets = group["offsets"][:] if ragged else None
+        self._ann_ids = group["ann_ids"][:] if ragged else None
         self._tokens: zarr.Array | None = None
 
     def _group(self) -> zarr.Group:
@@ -271,7 +281,7 @@ class ZarrTokens(Dataset):
     def ann_ids(self, i: int) -> np.ndarray:
         """insseg: the annotation ids of the tokenised instances of sample `i`, in token order."""
         if self.offsets is None:
-            raise CacheError(f"{self.info.root}: ann_ids exist only in insseg caches")
+            raise CacheError(f"{self.info.root}: ann_ids exist only in per-object (instance) caches")
         return self._ann_ids[int(self.offsets[i]) : int(self.offsets[i + 1])]
 
 

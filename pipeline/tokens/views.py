@@ -1,4 +1,5 @@
-"""The depth view set cached per image: horizontal flip x crop x-offset (AiT ref §6.1, §7.1).
+"""The view set cached per image of a dense task (depth, semantic labels): horizontal flip x crop
+x-offset (AiT ref §6.1, §7.1).
 
 The solver's depth augmentation (AiT ref §6.1) is: flip the full frame with p = 0.5, then take a random
 square crop of side `crop_size` = the image height (480 of 480x640), i.e. only a horizontal offset
@@ -35,7 +36,7 @@ class View:
 def view_offsets(width: int, crop_size: int, stride: int) -> list[int]:
     """Cached x-offsets: 0, stride, 2·stride, ... <= width − crop_size, plus width − crop_size."""
     if stride < 1:
-        raise CacheError(f"cache.depth.crop_stride must be >= 1, got {stride}")
+        raise CacheError(f"crop_stride must be >= 1, got {stride}")
     last = width - crop_size
     offsets = list(range(0, last + 1, stride))
     if offsets[-1] != last:
@@ -43,10 +44,11 @@ def view_offsets(width: int, crop_size: int, stride: int) -> list[int]:
     return offsets
 
 
-def depth_views(height: int, width: int, crop_size: int, stride: int) -> list[View]:
-    """The view list for `height x width` frames: for flip in (0, 1), for x in `view_offsets`."""
+def dense_views(height: int, width: int, crop_size: int, stride: int, key: str = "crop_size") -> list[View]:
+    """The view list for `height x width` frames: for flip in (0, 1), for x in `view_offsets`; `key` names
+    the crop size's param in errors."""
     if crop_size != height or crop_size > width:
-        raise CacheError(f"cache.depth.crop_size {crop_size} must equal the depth height {height} and not "
+        raise CacheError(f"{key} {crop_size} must equal the frame height {height} and not "
                          f"exceed its width {width} (the solver crops a full-height square, AiT ref §6.1)")
     return [View(flip, x) for flip in (False, True) for x in view_offsets(width, crop_size, stride)]
 

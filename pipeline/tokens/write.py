@@ -124,7 +124,7 @@ def _keys_array(group: zarr.Group, keys: list[str]) -> None:
         arr[:] = np.asarray(keys, dtype=str)
 
 
-def write_depth_tokens(root: zarr.Group, split: str, keys: list[str], blocks: Iterable[np.ndarray],
+def write_view_tokens(root: zarr.Group, split: str, keys: list[str], blocks: Iterable[np.ndarray],
                        view_shape: tuple[int, int, int], dtype: np.dtype, shard_max_samples: int) -> None:
     """Group `split`: `tokens` (N, V, h, w) from per-tar-shard blocks (in order), and `keys`."""
     group = root.create_group(split)
@@ -141,7 +141,7 @@ def write_depth_tokens(root: zarr.Group, split: str, keys: list[str], blocks: It
     _keys_array(group, keys)
 
 
-def write_insseg_tokens(root: zarr.Group, split: str, keys: list[str], tokens: list[np.ndarray],
+def write_instance_tokens(root: zarr.Group, split: str, keys: list[str], tokens: list[np.ndarray],
                         ann_ids: list[list[int]], seq_len: int, dtype: np.dtype) -> None:
     """Group `split`: flat `tokens` (I, 2, L), `ann_ids` (I,), `offsets` (N + 1,) and `keys`."""
     group = root.create_group(split)

@@ -7,6 +7,8 @@ formats in shared/data/*/PROVENANCE.md):
     <out>/nyuv2/room_XXXX/rgb_XXXXX.jpg             RGB JPEG (NYUv2 / BTS "sync" layout)
     <out>/nyuv2/room_XXXX/sync_depth_XXXXX.png      uint16 PNG, millimetres, 0 = no Kinect reading
     <out>/nyuv2/room_XXXX/complete_depth_XXXXX.png  uint16 PNG, millimetres, hole-free ground truth
+    <out>/nyuv2/room_XXXX/label_XXXXX.png           uint8 PNG, semantic class id, 0 = unlabelled
+    <out>/nyuv2/semseg_classes.json                 [{"id", "name"}]: ids 1..N of label_*.png
     <out>/nyuv2/{train,test}_files_with_gt.txt      BTS lists: `rgb depth focal` (focal = scaled fx)
     <out>/coco/annotations/instances_{train,val}.json  COCO instances (polygons; books as crowd RLE)
     <out>/meta.json                                 config, intrinsics, categories, counts
@@ -16,9 +18,11 @@ shelves with books, cabinets, couches, a table with chairs, boxes, bins, balls, 
 tops); camera.py holds the NYUv2 Kinect intrinsics scaled to the render size and samples camera poses;
 raycast.py casts all pixels at once in NumPy; sensor.py punches Kinect-like holes (max range,
 projector shadow, IR-dark and specular materials); shading.py textures and lights the hits; masks.py
-turns instance masks into exact COCO polygons / RLE; tint.py pulls object colours toward one hue per
-category (`tint`, a class cue for the from-scratch demo solver; RGB only); write.py writes deterministic
-files; render.py drives it. Same `DemoConfig` (seed) -> byte-identical files on the same platform.
+turns instance masks into exact COCO polygons / RLE; semseg.py maps each hit surface to its class
+(wall, floor, ceiling, then the object categories; decals count as wall); tint.py pulls object
+colours toward one hue per category (`tint`, a class cue for the from-scratch demo solver; RGB only);
+write.py writes deterministic files; render.py drives it. Same `DemoConfig` (seed) -> byte-identical
+files on the same platform.
 
 Why the defaults of `DemoConfig` (params.yaml `data.demo`):
 * 120x160 pixels: NYUv2's 480x640 at 1/4 per side, so aspect ratio and (scaled) intrinsics are

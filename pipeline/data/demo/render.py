@@ -1,10 +1,10 @@
-"""Render the demo dataset: rooms -> frames (RGB, complete and sensor depth, instances) -> files.
+"""Render the demo dataset: rooms -> frames (RGB, complete and sensor depth, instances, classes) -> files.
 
 `render_frame` is the pure per-frame math (three ray casts: camera, projector shadow, light shadow);
-`render_demo` drives scenes and frames and writes the NYUv2 sync tree, BTS lists, COCO jsons and
-meta.json through write.py. Random streams: scene i uses SeedSequence((seed, i)) split into layout,
-camera and pixel-noise streams, so a room does not change when `num_scenes`, the resolution or
-another room changes.
+`render_demo` drives scenes and frames and writes the NYUv2 sync tree (with per-pixel class labels),
+BTS lists, COCO jsons, the semseg class list and meta.json through write.py. Random streams: scene i
+uses SeedSequence((seed, i)) split into layout, camera and pixel-noise streams, so a room does not
+change when `num_scenes`, the resolution or another room changes.
 """
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import ConfigError, DemoConfig
-from pipeline.data.demo import sensor
+from pipeline.data.demo import semseg, sensor
 from pipeline.data.demo.camera import Intrinsics, Pose, sample_poses
 from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
 from pipeline.data.demo.raycast import Geometry, cast, occluded, surface_frame
 from pipeline.data.demo.scene import CATEGORIES, Scene, make_scene, pack
 from pipeline.data.demo.shading import albedo, decal_index, finish, shade, surface_uv
 from pipeline.data.demo.tint import tint_scene
-from pipeline.data.demo.write import reset_dir, save_bts_list, save_depth_png, save_jpeg, save_json
+from pipeline.data.demo.write import (
+    reset_dir,
+    save_bts_list,
+    save_depth_png,
+    save_jpeg,
+    save_json,
+    save_label_png,
+)
 from pipeline.params import to_dict
 
 _MIN_AREA_FRACTION = 1e-3  # instances with fewer visible pixels (of H*W, at least 8) are not annotated
@@ -36,6 +43,7 @@ class Frame:
     complete_mm: np.ndarray  # (H, W) uint16 z-depth, millimetres, > 0 everywhere
     sensor_mm: np.ndarray  # (H, W) uint16, 0 = no Kinect reading
     instances: np.ndarray  # (H, W) int, 0 = room structure, k = scene.objects[k - 1]
+    labels: np.ndarray  # (H, W) uint8 semantic class id (semseg.CLASSES), 0 = unlabelled
     causes: dict[str, np.ndarray]  # (H, W) bool per invalid cause (sensor.CAUSES)
 
 
@@ -45,10 +53,13 @@ class PackedScene:
     geom: Geometry
     surf_object: np.ndarray  # (6 + P,) object index per surface id
     surf_material: np.ndarray  # (6 + P,)
+    surf_class: np.ndarray  # (6 + P,) uint8 semantic class id per surface id
 
     @staticmethod
     def of(scene: Scene) -> PackedScene:
-        return PackedScene(scene, *pack(scene))
+        geom, surf_object, surf_material = pack(scene)
+        return PackedScene(scene, geom, surf_object, surf_material,
+                           semseg.surface_classes(scene, surf_object))
 
 
 def render_frame(ps: PackedScene, pose: Pose, intr: Intrinsics, cfg: DemoConfig,
@@ -86,6 +97,7 @@ def render_frame(ps: PackedScene, pose: Pose, intr: Intrinsics, cfg: DemoConfig,
     rgb = shade(base, points, normals, view, light, lit, glossy, glass, pose.position, cfg.flash)
     return Frame(finish(rgb.reshape(h, w, 3), rng), complete_mm.reshape(h, w),
                  sensor.sensor_depth(complete_mm, invalid).reshape(h, w), obj.reshape(h, w),
+                 semseg.pixel_classes(ps.surf_class, surf).reshape(h, w),
                  {k: v.reshape(h, w) for k, v in causes.items()})
 
 
@@ -150,6 +162,7 @@ def render_demo(cfg: DemoConfig, out_dir: Path,
             save_jpeg(nyu / rgb_rel, frame.rgb, cfg.jpeg_quality)
             save_depth_png(nyu / depth_rel, frame.sensor_mm)
             save_depth_png(nyu / f"{name}/complete_depth_{f:05d}.png", frame.complete_mm)
+            save_label_png(nyu / f"{name}/label_{f:05d}.png", frame.labels)
             lists[split].append((rgb_rel, depth_rel, intr.fx))
             image_id = done + 1  # ids are unique over both jsons
             images[split].append({"id": image_id, "file_name": rgb_rel, "width": cfg.width,
@@ -168,6 +181,9 @@ def _write_indices(cfg, out_dir, intr, lists, images, anns, invalid, total) -> d
     nyu = out_dir / "nyuv2"
     save_bts_list(nyu / "train_files_with_gt.txt", lists["train"])
     save_bts_list(nyu / "test_files_with_gt.txt", lists["test"])
+    # The class list lives here, not in meta.json, so that meta.json stays byte-identical to renders
+    # made before labels existed.
+    save_json(nyu / "semseg_classes.json", list(semseg.CLASSES))
     next_id = 1
     for split, json_name in (("train", "instances_train.json"), ("test", "instances_val.json")):
         for a in anns[split]:

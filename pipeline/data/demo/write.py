@@ -3,6 +3,7 @@
 * RGB: baseline JPEG, 4:2:0 chroma subsampling (as NYUv2's `rgb_*.jpg`), fixed quality, no EXIF;
 * depth: 16-bit greyscale PNG in millimetres, 0 = invalid (NYUv2 sync / BTS convention, AiT ref §6.1),
   fixed zlib level, no text chunks;
+* semantic labels: 8-bit greyscale PNG of class ids, 0 = unlabelled, written like the depth PNGs;
 * json: sorted keys, compact separators, trailing newline; lists: one line per pair, '\n' endings.
 Nothing written depends on the clock, the user or the file system order.
 """
@@ -39,7 +40,19 @@ def save_depth_png(path: Path, depth_mm: np.ndarray) -> None:
     """`(H, W)` uint16 millimetres -> 16-bit greyscale PNG."""
     if depth_mm.dtype != np.uint16:
         raise TypeError(f"depth must be uint16 millimetres, got {depth_mm.dtype}")
-    Image.fromarray(depth_mm).save(path, format="PNG", compress_level=6, optimize=False)
+    _save_png(path, depth_mm)
+
+
+def save_label_png(path: Path, labels: np.ndarray) -> None:
+    """`(H, W)` uint8 class ids -> 8-bit greyscale PNG."""
+    if labels.dtype != np.uint8:
+        raise TypeError(f"labels must be uint8 class ids, got {labels.dtype}")
+    _save_png(path, labels)
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    # One fixed encoder setting for every PNG: same array -> same bytes.
+    Image.fromarray(image).save(path, format="PNG", compress_level=6, optimize=False)
 
 
 def save_json(path: Path, obj: Any) -> None:
