@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pipeline.data.coco import segmentation_to_mask
+from pipeline.geometry.windows import letterbox, predict_windows, window_offsets
 from pipeline.io import read_jsonl
 from pipeline.metrics.depth import METRIC_NAMES
-from pipeline.solver.infer import letterbox, predict_windows, window_offsets
 from pipeline.tasks.depth_eval import mean_depth_map
 from pipeline.tasks.insseg_eval import box_hits, coco_metrics, coco_results
 from tests.test_solver_stages import _invoke, _train, project  # noqa: F401  (module fixture reused)

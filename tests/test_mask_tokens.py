@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.geometry.masks import crop_instance_mask, flip_crop, paste_mask, rounded_box
 from pipeline.losses import dice_loss
 from pipeline.metrics.masks import coco_mask_map, encode_rle
 from pipeline.tokenizers.baselines import mask_interp_encode, mask_interp_reconstruct
-from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop, paste_mask, rounded_box
 
 COCO_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_sample"
 

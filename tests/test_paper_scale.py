@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from pipeline import checkpoint
 from pipeline.data.nyu import read_rgb
+from pipeline.geometry.views import dense_views, extract_views, views_to_json
 from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.models.vqvae import VQVAE, grid_shape
@@ -48,7 +49,6 @@ from pipeline.tasks.insseg import infer_instances
 from pipeline.tasks.insseg_eval import coco_results
 from pipeline.tasks.registry import get_task, vocab_for
 from pipeline.tokens.read import ZarrTokens, decode_sample, iter_tar_samples, open_cache
-from pipeline.tokens.views import dense_views, extract_views, views_to_json
 from pipeline.vocab import Vocab
 from stages.cli import app
 from stages.preset import merged

@@ -19,17 +19,17 @@ from typer.testing import CliRunner
 from pipeline.config import InssegInferConfig, InssegTaskConfig, SolverModelConfig
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_rgb
+from pipeline.geometry.masks import MASK_CROP_SIZE, crop_instance_mask
+from pipeline.geometry.windows import letterbox
 from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.runtime import seed_everything
-from pipeline.solver.infer import letterbox
 from pipeline.tasks import insseg_sequence as insseg_task
 from pipeline.tasks.insseg import infer_instances
 from pipeline.tasks.insseg_eval import coco_metrics, coco_results
 from pipeline.tasks.registry import get_task
-from pipeline.tokenizers.mask_crops import MASK_CROP_SIZE, crop_instance_mask
 from pipeline.tokenizers.train import LossSpec, tokenizer_loss
 from pipeline.vocab import Vocab
 from tests.tiny import tiny_params, write_params

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.geometry.paste import paste_masks
 from pipeline.losses import dice_loss
 from pipeline.models.sampling import decoding_plan
 from pipeline.models.solver import Solver, SolverConfig
@@ -16,7 +17,6 @@ from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.tasks import IGNORE_INDEX, token_accuracy
 from pipeline.tasks import insseg_sequence as ins
 from pipeline.tasks.noise import noise_objects, truncated_normal
-from pipeline.tasks.paste import paste_masks
 from pipeline.vocab import Vocab
 
 VOCAB = Vocab.build(num_bins=200, num_classes=5, mask_codes=16, depth_codes=None)

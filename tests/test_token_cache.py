@@ -20,15 +20,15 @@ from typer.testing import CliRunner
 from pipeline import checkpoint
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
+from pipeline.geometry.masks import crop_instance_mask, flip_crop
+from pipeline.geometry.views import View, dense_views, extract_views, nearest_view, view_offsets
 from pipeline.io import read_jsonl
 from pipeline.models.vqvae import VQVAE
 from pipeline.tasks.registry import get_task
 from pipeline.tokenizers.data import instance_index
-from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
 from pipeline.tokens.build import CACHE_THREADS
 from pipeline.tokens.manifest import SCHEMA_VERSION, CacheError
 from pipeline.tokens.read import ZarrTokens, decode_sample, open_cache, token_pipeline
-from pipeline.tokens.views import View, dense_views, extract_views, nearest_view, view_offsets
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from pipeline import checkpoint
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
+from pipeline.geometry.masks import crop_instance_mask
 from pipeline.io import read_jsonl
 from pipeline.tasks.registry import get_task
-from pipeline.tokenizers.mask_crops import crop_instance_mask
 from stages.cli import app
 
 

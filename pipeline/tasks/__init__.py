@@ -3,7 +3,7 @@
 One module per task, in the spirit of big_vision's UViM "task-adapter trio" (STYLE §1.3):
 - `depth`: NYUv2 depth, 225 depth codes in raster order (AiT ref §4.4);
 - `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (AiT ref §4.5;
-  `insseg_sequence`), with its helpers `noise` (noise objects) and `paste` (detectron2-style mask pasting);
+  `insseg_sequence`), with its helper `noise` (noise objects; mask pasting is `geometry/paste.py`);
 - `semseg`: per-pixel classes (NYU), class-map codes in raster order, the dense discrete case.
 
 This file holds the sequence helpers the tasks share: the full-vocabulary cross-entropy sum (AiT ref

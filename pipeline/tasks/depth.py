@@ -35,10 +35,11 @@ from torch import Tensor
 
 from pipeline.config import DepthCacheConfig, DepthInferConfig, DepthTaskConfig
 from pipeline.data.nyu import read_depth_metres
+from pipeline.geometry.windows import DenseFn, predict_windows, to_tensor
 from pipeline.losses import mse_ignore_zero, silog_loss
 from pipeline.models.vqvae import VQVAE, grid_shape
 from pipeline.solver.augment import DepthAugmentConfig, augment_depth, depth_view, draw_depth
-from pipeline.solver.infer import DenseFn, generate_dense, predict_windows, soft_inputs, to_tensor
+from pipeline.solver.infer import generate_dense, soft_inputs
 from pipeline.solver.samples import stack_images, worker_rng
 from pipeline.tasks import grid_code_logits, num_supervised, raster_sequence, sequence_ce_sum, token_accuracy
 from pipeline.tasks.base import DenseTask, SolverEval, SolverResult, TokenizerEval, fmt, read_split

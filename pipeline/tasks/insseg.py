@@ -21,18 +21,18 @@ from torch import Tensor
 from pipeline.config import InssegCacheConfig, InssegInferConfig, InssegTaskConfig
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.errors import DataError
+from pipeline.geometry.masks import crop_instance_mask
+from pipeline.geometry.windows import letterbox
 from pipeline.models.ait import AiT
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.vqvae import VQVAE
 from pipeline.solver.augment import Jitter, color_jitter, draw_color_jitter
-from pipeline.solver.infer import letterbox
 from pipeline.solver.samples import stack_images, worker_rng
 from pipeline.tasks import insseg_sequence as objseq
 from pipeline.tasks.base import SolverEval, SolverResult, Task, TokenizerEval, fmt, read_split
 from pipeline.tasks.insseg_eval import evaluate_insseg, instance_panel_cached
 from pipeline.tokenizers.data import MaskCrops
 from pipeline.tokenizers.evaluate import evaluate_masks
-from pipeline.tokenizers.mask_crops import crop_instance_mask
 from pipeline.tokens.layouts import InstanceLayout, token_grid
 from pipeline.tokens.manifest import token_dtype
 from pipeline.tokens.read import decode_sample

@@ -20,9 +20,9 @@ from PIL import Image, ImageDraw
 
 from pipeline.data.coco import coco_from_records, segmentation_to_mask
 from pipeline.data.nyu import read_rgb
+from pipeline.geometry.masks import paste_mask
 from pipeline.metrics.masks import box_iou, coco_mask_map, encode_rle
 from pipeline.tasks.base import Panel, Progress, chunks
-from pipeline.tokenizers.mask_crops import paste_mask
 from pipeline.viz import instance_colors, overlay_instances, panel
 
 # -------------------------------------------------------------------------------------------------

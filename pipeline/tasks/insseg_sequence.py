@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.geometry.masks import MASK_CROP_SIZE
+from pipeline.geometry.paste import PASTE_THRESHOLD, paste_masks
 from pipeline.losses import dice_loss
 from pipeline.models.vqvae import VQVAE, grid_shape
 from pipeline.tasks import IGNORE_INDEX, hit_rate, num_supervised, sequence_ce_sum, token_accuracy, token_hits
 from pipeline.tasks.noise import noise_objects
-from pipeline.tasks.paste import PASTE_THRESHOLD, paste_masks
-from pipeline.tokenizers.mask_crops import MASK_CROP_SIZE
 from pipeline.vocab import Vocab
 
 TASK_ID = 1  # task embeddings: det 0, insseg 1, depth 2 (AiT ref §9)

@@ -32,10 +32,11 @@ from torch import Tensor
 
 from pipeline.config import ConfigError, SemsegCacheConfig, SemsegInferConfig, SemsegTaskConfig, VQVAEConfig
 from pipeline.data.errors import DataError
+from pipeline.geometry.windows import predict_windows, to_tensor
 from pipeline.losses import label_ce_loss
 from pipeline.models.vqvae import VQVAE, grid_shape, labels_from_logits
 from pipeline.solver.augment import color_jitter, draw_color_jitter
-from pipeline.solver.infer import generate_dense, predict_windows, soft_inputs, to_tensor
+from pipeline.solver.infer import generate_dense, soft_inputs
 from pipeline.solver.samples import stack_images, worker_rng
 from pipeline.tasks import grid_code_logits, num_supervised, raster_sequence, sequence_ce_sum, token_accuracy
 from pipeline.tasks.base import DenseTask, SolverEval, SolverResult, TokenizerEval, fmt, read_split

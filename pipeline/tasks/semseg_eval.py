@@ -6,7 +6,7 @@ whole split (`metrics/segmentation.py`: mIoU over the classes present, pixel acc
   decoded hard and soft (argmax of the class logits), next to the interpolation tokenizer: the label
   map sampled at each token cell's centre and upsampled back (as many values as the tokenizer has
   tokens; `baselines.label_interp_reconstruct`);
-- solver (`evaluate_semseg`): the depth protocol's windows and flips (`infer.predict_windows`, class
+- solver (`evaluate_semseg`): the depth protocol's windows and flips (`geometry.windows.predict_windows`, class
   probabilities averaged, then the argmax), next to the image-blind baseline, the training split's
   per-pixel majority class (`PixelMajority`), and the tokenizer's own hard reconstruction of the full GT
   frame (the system's upper bound). Panels: image | GT | prediction | errors.

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
+from pipeline.geometry.masks import crop_instance_mask, flip_crop, rounded_box
 from pipeline.metrics.depth import eval_crop
-from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop, rounded_box
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

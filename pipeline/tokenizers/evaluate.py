@@ -24,13 +24,13 @@ import torch.nn.functional as F
 
 from pipeline.data.coco import coco_from_records
 from pipeline.data.nyu import read_depth_metres
+from pipeline.geometry.masks import paste_mask
 from pipeline.metrics.codes import usage_stats
 from pipeline.metrics.depth import MIN_DEPTH, depth_metrics, eval_mask, mean_metrics
 from pipeline.metrics.masks import coco_mask_map, encode_rle
 from pipeline.models.vqvae import VQVAE
 from pipeline.tokenizers.baselines import depth_interp_reconstruct, mask_interp_reconstruct
 from pipeline.tokenizers.data import MaskCrops
-from pipeline.tokenizers.mask_crops import paste_mask
 
 Progress = Callable[[int, int], None]
 

@@ -3,7 +3,7 @@
 A task picks its layout (`Task.cache_layout`); `build.py` drives either without knowing the task.
 
 - `ViewLayout`, dense labels (depth, semantic classes): the image and label file bytes, `(V, h, w)`
-  tokens of every cached view (flip x crop offset, `views.py`; AiT ref §7.1) and `views.json`; zarr
+  tokens of every cached view (flip x crop offset, `geometry/views.py`; AiT ref §7.1) and `views.json`; zarr
   `tokens` (N, V, h, w). The encoder input of a view is the label map crop as the task reads it
   (`read`: depth in metres with its zero holes, class ids as floats).
 - `InstanceLayout`, per-object labels (instance masks): the image bytes, `annotations.json` and
@@ -27,12 +27,12 @@ import zarr
 from torch.utils.data import Dataset
 
 from pipeline.data.coco import segmentation_to_mask
+from pipeline.geometry.masks import crop_instance_mask, flip_crop
+from pipeline.geometry.views import View, dense_views, extract_views, views_to_json
 from pipeline.models.vqvae import grid_shape
 from pipeline.tokenizers.data import instance_index
-from pipeline.tokenizers.mask_crops import crop_instance_mask, flip_crop
 from pipeline.tokens import write
 from pipeline.tokens.manifest import CacheError, token_dtype
-from pipeline.tokens.views import View, dense_views, extract_views, views_to_json
 
 VIEW_NOTE = ("crop_stride 1 caches every x-offset the solver's random crop can draw (exact targets); a "
              "coarser stride makes the solver snap its offset to the nearest cached one (views.nearest_view)")
