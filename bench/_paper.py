@@ -33,14 +33,8 @@ import yaml
 
 from pipeline import checkpoint
 from pipeline.data import coco, nyu
-from pipeline.data.prepare import (
-    FrameRules,
-    Prepared,
-    SplitResult,
-    prepare_depth_split,
-    prepare_insseg_split,
-    write_prepared,
-)
+from pipeline.data.prepare import FrameRules, SplitResult, prepare_depth_split, prepare_insseg_split
+from pipeline.data.prepare_run import Prepared, write_prepared
 from pipeline.models.vqvae import VQVAE
 from pipeline.params import load_all
 from pipeline.solver.run import TRAIN_SPLIT, RunSpec, batches, loss_adapter

@@ -3,7 +3,7 @@
 Reads only `data.tasks.<task>` and `data.max_bad_fraction` (depth and semseg also the two crop sides
 their frames must fit: `tokenizer.<task>.train.crop_size`, `cache.<task>.crop_size`), validates every
 sample once and writes `<out>/<split>.jsonl` manifests plus `report.json` (and `categories.json` for
-insseg, `classes.json` for semseg). The work is `pipeline.data.prepare.prepare_task`.
+insseg, `classes.json` for semseg). The work is `pipeline.data.prepare_run.prepare_task`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.data.prepare import PREPARERS, prepare_task
+from pipeline.data.prepare_run import PREPARERS, prepare_task
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 Task = Enum("Task", {name: name for name in PREPARERS}, type=str)  # one choice per registered task

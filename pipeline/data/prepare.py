@@ -21,8 +21,7 @@ checks below run exactly once per dataset version:
 
 A malformed sample is skipped and listed in the report with its reason; a malformed annotation is
 dropped from its image and listed. `max_bad_fraction` decides whether the dataset as a whole is
-acceptable. `prepare_task` runs it all for one task from params.yaml (`PREPARERS`: task name ->
-loader + validator) and writes the manifests, the task's extra files and report.json atomically.
+acceptable. `prepare_run.py` runs it all for one task from params.yaml and writes the results.
 """
 
 from __future__ import annotations
@@ -37,18 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipeline.config import DepthSourceConfig, InssegSourceConfig, SemsegDataConfig
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
-from pipeline.io import atomic_dir, write_json, write_jsonl
 from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH, eval_mask
-from pipeline.params import load_section, load_value
 
 Progress = Callable[[int, int], None]
 # `label -> context manager yielding a Progress` (stages.ui.progress): one bar per split
@@ -73,7 +68,7 @@ def sample_key(rel_path: str) -> str:
     return stem.replace("/", "_").replace(".", "_")
 
 
-def _bar(progress: ProgressFactory | None, label: str) -> AbstractContextManager[Progress | None]:
+def bar(progress: ProgressFactory | None, label: str) -> AbstractContextManager[Progress | None]:
     return contextlib.nullcontext() if progress is None else progress(label)
 
 
@@ -102,7 +97,6 @@ class FrameRules:
     task: str = "depth"  # names those two params in error messages
 
 
-DepthRules = FrameRules  # its first name, still imported by bench/_paper.py
 
 
 def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: FrameRules) -> dict:
@@ -390,120 +384,3 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
     text = str(e).strip().splitlines()
     line = text[0] if text else type(e).__name__
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------------------
-# one task from params.yaml: load, validate, report, write
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """One task's validated dataset: where it came from, its splits, and extra json files to write."""
-
-    source: str  # data.tasks.<task>.source, for the report
-    splits: dict[str, SplitResult]
-    extra: dict[str, Any] = field(default_factory=dict)  # file name -> json object
-
-
-def _crops(params: Path, task: str) -> tuple[int, int]:
-    # Frames must fit the crops of later stages: checked here, before any tokenizer trains.
-    return (load_value(params, f"tokenizer.{task}.train.crop_size"),
-            load_value(params, f"cache.{task}.crop_size"))
-
-
-def _list_splits(root: Path, layout: str, lists: dict[str, str]) -> dict[str, list[nyu.DepthEntry]]:
-    return {split: nyu.list_depth_samples(root, list_file, layout) for split, list_file in lists.items()}
-
-
-def depth_dataset(cfg: DepthSourceConfig, crops: tuple[int, int],
-                  progress: ProgressFactory | None = None) -> Prepared:
-    root = Path(cfg.root)
-    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
-    splits = {}
-    for split, split_entries in entries.items():
-        rules = FrameRules(split, *crops)
-        with _bar(progress, f"prepare depth/{split}") as cb:
-            splits[split] = prepare_depth_split(split_entries, root, cfg.layout, rules, cb)
-    keep_one_frame_size(splits)
-    return Prepared(cfg.source, splits)
-
-
-def semseg_dataset(cfg: SemsegDataConfig, crops: tuple[int, int],
-                   progress: ProgressFactory | None = None) -> Prepared:
-    root = Path(cfg.root)
-    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
-    classes = read_classes(root / CLASSES_FILE)
-    splits = {}
-    for split, split_entries in entries.items():
-        rules = FrameRules(split, *crops, task="semseg")
-        with _bar(progress, f"prepare semseg/{split}") as cb:
-            splits[split] = prepare_semseg_split(split_entries, root, rules, len(classes), cb)
-    keep_one_frame_size(splits, path_key="label")
-    return Prepared(cfg.source, splits, {"classes.json": classes})
-
-
-def insseg_dataset(cfg: InssegSourceConfig, progress: ProgressFactory | None = None) -> Prepared:
-    root = Path(cfg.root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset root not found")
-    splits, categories = {}, None
-    for split, images, ann in (("train", cfg.train_images, cfg.train_json),
-                               ("val", cfg.val_images, cfg.val_json)):
-        index = coco.load_coco(root / ann, root / images)
-        if categories is not None and index.categories != categories:
-            raise DataError(f"{root / ann}: categories differ from the train json's")
-        categories = index.categories
-        if not categories:
-            raise DataError(f"{root / ann}: no categories")
-        with _bar(progress, f"prepare insseg/{split}") as cb:
-            splits[split] = prepare_insseg_split(index, cb)
-    return Prepared(cfg.source, splits, {"categories.json": [{"id": c["id"], "name": c["name"]}
-                                                             for c in categories]})
-
-
-def _depth(params: Path, progress: ProgressFactory | None) -> Prepared:
-    cfg = load_section(params, "data.tasks.depth", DepthSourceConfig)
-    return depth_dataset(cfg, _crops(params, "depth"), progress)
-
-
-def _semseg(params: Path, progress: ProgressFactory | None) -> Prepared:
-    cfg = load_section(params, "data.tasks.semseg", SemsegDataConfig)
-    return semseg_dataset(cfg, _crops(params, "semseg"), progress)
-
-
-def _insseg(params: Path, progress: ProgressFactory | None) -> Prepared:
-    return insseg_dataset(load_section(params, "data.tasks.insseg", InssegSourceConfig), progress)
-
-
-# task name -> how `ait prepare <task>` reads its dataset's params and validates it
-PREPARERS: dict[str, Callable[[Path, ProgressFactory | None], Prepared]] = {
-    "depth": _depth, "insseg": _insseg, "semseg": _semseg,
-}
-
-
-def write_prepared(task: str, prepared: Prepared, max_bad_fraction: float, out: Path,
-                   log: Callable[[str], None] = print) -> dict:
-    """Judge `prepared` (build_report) and write `<out>/<split>.jsonl`, its extra files and report.json
-    atomically; a rejected dataset writes nothing and raises DataError. Returns the report."""
-    report = build_report(task, prepared.source, prepared.splits, max_bad_fraction)
-    for row in report["skipped"][:5] + report["dropped_annotations"][:5]:
-        log(f"skipped {row['split']}/{row['key']}: {row['reason']}")
-    if not report["ok"]:
-        raise DataError(f"prepare {task}: {report['verdict']} ({len(report['skipped'])} skipped "
-                        f"samples, {len(report['dropped_annotations'])} dropped annotations; the first "
-                        f"reasons are listed above)")
-    with atomic_dir(out) as tmp:
-        for split, result in prepared.splits.items():
-            write_jsonl(tmp / f"{split}.jsonl", result.records)
-        for name, obj in prepared.extra.items():
-            write_json(tmp / name, obj)
-        write_json(tmp / "report.json", report)
-    return report
-
-
-def prepare_task(task: str, params: Path, out: Path, progress: ProgressFactory | None = None,
-                 log: Callable[[str], None] = print) -> dict:
-    """`ait prepare <task>`: read `data.tasks.<task>` (and what it must fit) from `params`, validate,
-    write the manifests to `out`; returns the report."""
-    max_bad = load_value(params, "data.max_bad_fraction")
-    return write_prepared(task, PREPARERS[task](params, progress), max_bad, out, log)
