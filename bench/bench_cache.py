@@ -11,7 +11,7 @@ Prints one JSON object with, per task (depth, insseg):
     instance boxes the jitter window truncates (`InssegLoss.targets`; `fallback_fraction` is the share of
     objects encoded so), against
     `solver_on_the_fly_sps`: the same pipeline with every depth view / object crop encoded by the frozen
-    tokenizer on the same device per batch, as the official code does (AiT ref §7.1); and
+    tokenizer on the same device per batch, as the official code does (PAPER_NOTES §7.1); and
     `cached_over_on_the_fly`. Jittered duplicate boxes are encoded on the fly in both and left out of both.
 
 Every path runs once as a warm-up, then `--repeats` times: `*_sps` is the best run, `*_sps_median` the
@@ -149,7 +149,7 @@ def _insseg_tokens(head, batch: dict, device: torch.device, cached: bool) -> flo
 # mask / depth tokens of one solver batch -> the share of its labels encoded on the fly. Cached: the
 # cache's tokens plus the fallback encodes the solver really performs (instance boxes the LSJ window
 # truncates); on the fly: every depth view / every object crop goes through the frozen tokenizer, as the
-# official code does for all of them (AiT ref §7.1).
+# official code does for all of them (PAPER_NOTES §7.1).
 ON_THE_FLY = {"depth": _depth_tokens, "insseg": _insseg_tokens}
 
 

@@ -1,6 +1,6 @@
 """What the depth token cache costs at `cache.depth.crop_stride` 1 (exact crops) vs the preset's coarser one.
 
-The solver crops a 480-px square at a random x-offset in [0, 160] of each 480×640 frame (AiT ref §6.1).
+The solver crops a 480-px square at a random x-offset in [0, 160] of each 480×640 frame (PAPER_NOTES §6.1).
 Stride 1 caches all 161 offsets × 2 flips = 322 views per image, so every crop the official code can
 draw has exact target tokens; stride s caches ceil(161/s) offsets and snaps the solver's crop to them.
 This bench builds the cache of the same real NYUv2 frames (`../shared/data/nyuv2_sample`, listed by

@@ -1,6 +1,6 @@
 """Benchmark the task-solver's decoding paths and a tiny training step; prints one JSON object to stdout.
 
-Measures (AiT ref §4.2 "inference uses a KV cache", §4.4 parallel decoder):
+Measures (PAPER_NOTES §4.2 "inference uses a KV cache", §4.4 parallel decoder):
 - KV-cache `generate` vs a reasonable cache-less loop, at the depth length (225) and at the instance
   length (num_query x 21), as a speed-up ratio. The cache-less loop computes each layer's cross-attention
   keys/values over the encoder memory once per sequence, as `generate` does, and projects only the last
@@ -33,10 +33,10 @@ from pipeline.tasks.registry import get_task
 from pipeline.vocab import Vocab
 
 DEPTH, INSSEG = get_task("depth"), get_task("insseg")
-DEPTH_TASK, INSSEG_TASK = DEPTH.task_id, INSSEG.task_id  # rows of the task embedding (ref §9)
+DEPTH_TASK, INSSEG_TASK = DEPTH.task_id, INSSEG.task_id  # rows of the task embedding (PAPER_NOTES §9)
 DEPTH_PATTERN = depth.generation_kinds()  # one depth code per position
 MASK_TOKENS = 16  # the paper mask tokenizer's 4x4 grid of a 64x64 crop
-INSSEG_PATTERN = insseg_sequence.generation_kinds(1, MASK_TOKENS)  # ref §4.5, 21 tokens per object
+INSSEG_PATTERN = insseg_sequence.generation_kinds(1, MASK_TOKENS)  # PAPER_NOTES §4.5, 21 tokens per object
 
 
 @torch.no_grad()

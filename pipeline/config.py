@@ -8,7 +8,8 @@ tie fields together live in each dataclass's `__post_init__`. Reading a params f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pipeline.constraints import (
@@ -46,19 +47,60 @@ class BackboneConfig:
     embed_dim: PositiveInt | None = None
     depths: tuple[PositiveInt, ...] | None = None
     num_heads: tuple[PositiveInt, ...] | None = None
-    pretrained_window_sizes: tuple[NonNegativeInt, ...] | None = None  # SimMIM: (12, 12, 12, 6), ref §4.1
+    pretrained_window_sizes: tuple[NonNegativeInt, ...] | None = None  # SimMIM: (12, 12, 12, 6), PAPER_NOTES §4.1
     drop_path_rate: DropRate = 0.1
     normalize: bool = True  # standardise [0, 1] RGB with the variant's mean/std (see module doc)
-    pretrained: bool = False  # timm hub weights (needs network); prefer `weights`
-    weights: str | None = None  # local .safetensors or torch state-dict file
+    # Where the weights start (PAPER_NOTES §4.1, §4.6): `checkpoint` = the local file `weights` (timm,
+    # official Swin/SimMIM, detector or this project's layout: models/pretrained.py), `scratch` = random
+    # on purpose, `timm` = timm's hub weights (needs network). Unset, a solver run refuses to start.
+    init: Literal["checkpoint", "scratch", "timm"] | None = None
+    weights: str | None = None  # the local checkpoint of `init: checkpoint` (implies it when init is unset)
     # Recompute each block's activations in the backward pass (timm set_grad_checkpointing): the same
     # results for much less activation memory at 640² (bench/bench_train.py), about a third more compute.
     grad_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.weights is not None and self.init in ("scratch", "timm"):
+            raise ConfigError(f"weights: {self.weights!r} contradicts init: {self.init} (drop one of them)")
+
+    def check_initialised(self, key: str) -> None:
+        """A run must say where its backbone starts: a checkpoint file, or `init: scratch` on purpose.
+        `key` is the params section that sets it."""
+        if self.init == "checkpoint" and self.weights is None:
+            raise ConfigError(f"{key}.weights: not set, but init is checkpoint: give the path of the pretrained "
+                              f"{self.name} checkpoint (docs/REPRODUCE.md lists each run's)")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"{key}.weights: {self.weights} not found (docs/REPRODUCE.md: where each run's "
+                              f"pretrained checkpoint comes from)")
+        if self.init is None and self.weights is None:
+            raise ConfigError(f"{key}.init: not set and no {key}.weights: the {self.name} backbone would train "
+                              f"from random initialisation; set weights to a pretrained checkpoint, or "
+                              f"init: scratch to train from scratch on purpose")
+
+
+@dataclass(frozen=True)
+class BackboneInit:
+    """A run's own start (params `solver.runs.<run>.backbone`), over the shared `solver.backbone`: the paper
+    starts depth from SimMIM weights and the COCO runs from a detection-pretrained backbone + encoder with
+    drop-path 0.3 (PAPER_NOTES §4.1, §4.6). Unset fields keep the shared section's values."""
+
+    init: Literal["checkpoint", "scratch", "timm"] | None = None
+    weights: str | None = None
+    drop_path_rate: DropRate | None = None
+
+    def apply(self, shared: BackboneConfig) -> BackboneConfig:
+        """The run's backbone config: `shared` with these fields; `scratch`/`timm` drop a shared file."""
+        changes = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.init in ("scratch", "timm"):
+            changes["weights"] = None
+        elif self.weights is not None and self.init is None:
+            changes["init"] = "checkpoint"
+        return replace(shared, **changes)
+
 
 @dataclass(frozen=True)
 class SolverModelConfig:
-    """The architecture choices a user sets (params `solver.model`, AiT ref §4.2)."""
+    """The architecture choices a user sets (params `solver.model`, PAPER_NOTES §4.2)."""
 
     dim: PositiveInt = 256
     num_heads: PositiveInt = 8
@@ -107,7 +149,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DepthAugmentConfig:
-    """The depth solver's per-sample RGB augmentation (AiT ref §6.1); defaults are the official ones.
+    """The depth solver's per-sample RGB augmentation (PAPER_NOTES §6.1); defaults are the official ones.
 
     Shift limits are on albumentations' uint8 scales: a value ± x draws U(−x, x).
     """
@@ -164,6 +206,10 @@ class DepthSourceConfig:
     layout: Literal["sync", "densedepth"] = "sync"
     train_list: str = "train_files_with_gt.txt"  # relative to root (BTS list or DenseDepth csv)
     test_list: str = "test_files_with_gt.txt"
+    # the folders (relative to root) each list's paths are relative to: BTS/AiT as downloaded keep the
+    # training frames in `sync` and the official test frames in `official_splits/test` (docs/DATA.md)
+    train_dir: str = "."
+    test_dir: str = "."
 
 
 @dataclass(frozen=True)
@@ -176,6 +222,8 @@ class SemsegDataConfig:
     layout: Literal["sync"] = "sync"  # BTS lists (DenseDepth's csv layout has no labels)
     train_list: str = "train_files_with_gt.txt"  # relative to root
     test_list: str = "test_files_with_gt.txt"
+    train_dir: str = "."  # the folders (relative to root) each list's paths are relative to
+    test_dir: str = "."
 
 
 @dataclass(frozen=True)
@@ -209,7 +257,7 @@ class TokenizerTrainConfig:
     steps: PositiveInt = 1000  # optimiser steps (the paper counts epochs; steps make demo budgets exact)
     batch_size: PositiveInt = 8  # global batch, split over DDP ranks
     crop_size: PositiveInt = 480  # depth: side of the square random training crop; insseg: mask crop side
-    patch_size: PositiveInt = 16  # mask augmentation patch side (depth only, AiT ref §2)
+    patch_size: PositiveInt = 16  # mask augmentation patch side (depth only, PAPER_NOTES §2)
     num_workers: NonNegativeInt = 0  # DataLoader workers per rank
     log_every: PositiveInt = 10
     # EMA count below which a code restarts; 0 = off (as the paper)
@@ -224,7 +272,7 @@ class TokenizerTaskConfig:
 
     def __post_init__(self) -> None:
         r = self.model.downsample_ratio
-        if self.train.crop_size % r:  # the encoder halves the crop log2(r) times (AiT ref §1.1)
+        if self.train.crop_size % r:  # the encoder halves the crop log2(r) times (PAPER_NOTES §1.1)
             raise ConfigError(f"train.crop_size: {self.train.crop_size} is not a multiple of "
                               f"model.downsample_ratio {r}")
 
@@ -283,7 +331,7 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class DepthTaskConfig:
-    """How the solver learns depth (AiT ref §3, §4.4); how it decodes is `DepthInferConfig`."""
+    """How the solver learns depth (PAPER_NOTES §3, §4.4); how it decodes is `DepthInferConfig`."""
 
     aux_weight: NonNegativeFloat = 1.0  # SiLog of the soft decode through the frozen detokenizer (§3.3)
     tau: PositiveFloat = 0.8  # temperature of the aux loss's soft decode (multiplies the logits)
@@ -292,7 +340,7 @@ class DepthTaskConfig:
 
 @dataclass(frozen=True)
 class InssegTaskConfig:
-    """How the solver learns instances (AiT ref §4.5); how it decodes is `InssegInferConfig`."""
+    """How the solver learns instances (PAPER_NOTES §4.5); how it decodes is `InssegInferConfig`."""
 
     num_query: PositiveInt = 100  # objects per sequence (21 tokens each)
     image_size: PositiveInt = 640  # square (padded) input side; also the coordinate normalisation
@@ -331,6 +379,7 @@ class SolverRunConfig:
     num_workers: NonNegativeInt = 0
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 100  # steps between resumable checkpoints
+    backbone: BackboneInit = field(default_factory=BackboneInit)  # this run's start (weights, drop-path)
 
     def __post_init__(self) -> None:
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -361,18 +410,18 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class DepthInferConfig:
-    """How evaluate@<run> decodes and scores depth (AiT ref §3.1-3.2, §5.1)."""
+    """How evaluate@<run> decodes and scores depth (PAPER_NOTES §3.1-3.2, §5.1)."""
 
     soft_input: bool = True  # solver side: next input = softmax(code logits) @ code embeddings
     soft_decode: bool = True  # detokenizer side: decode_soft instead of decode(argmax)
     tau: PositiveFloat = 0.8  # decode_soft temperature (multiplies the logits)
-    flip_tta: bool = True  # average each window with its horizontal flip (ref §5.1)
+    flip_tta: bool = True  # average each window with its horizontal flip (PAPER_NOTES §5.1)
     shift_windows: bool = True  # sliding S x S windows; False = one centred window
 
 
 @dataclass(frozen=True)
 class InssegInferConfig:
-    """How evaluate@<run> decodes and scores instances (AiT ref §4.5, §5.2)."""
+    """How evaluate@<run> decodes and scores instances (PAPER_NOTES §4.5, §5.2)."""
 
     soft_input: bool = True
     soft_decode: bool = True
@@ -392,7 +441,7 @@ class SemsegInferConfig(DepthInferConfig):
 
 @dataclass(frozen=True)
 class TokenizerEvalConfig:
-    """How eval_tokenizer@<variant> soft-decodes (AiT ref §3.2: tau multiplies the logits)."""
+    """How eval_tokenizer@<variant> soft-decodes (PAPER_NOTES §3.2: tau multiplies the logits)."""
 
     tau: PositiveFloat = 1.0
 

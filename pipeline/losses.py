@@ -1,8 +1,8 @@
 """Training losses of AiT, one definition each (the official code defines SiLog three times).
 
-- `mse_ignore_zero`: depth tokenizer reconstruction (AiT ref §1.3, `MseIgnoreZeroLoss`);
-- `silog_loss`: scale-invariant log loss of the depth aux term (AiT ref §3.3, λ = 0.5, no x100);
-- `dice_loss`: mask aux term (AiT ref §3.3, `insseg_head.dice_loss`, +1 smoothing, per-instance mean);
+- `mse_ignore_zero`: depth tokenizer reconstruction (PAPER_NOTES §1.3, `MseIgnoreZeroLoss`);
+- `silog_loss`: scale-invariant log loss of the depth aux term (PAPER_NOTES §3.3, λ = 0.5, no x100);
+- `dice_loss`: mask aux term (PAPER_NOTES §3.3, `insseg_head.dice_loss`, +1 smoothing, per-instance mean);
 - `label_ce_loss`: semseg tokenizer reconstruction (not in the paper), cross-entropy over labelled pixels.
 
 Depth tensors are metres with 0 = invalid, so "valid" always means target > 0.
@@ -25,7 +25,7 @@ def mse_ignore_zero(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def silog_loss(pred: torch.Tensor, target: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     """sqrt(mean d² − lam (mean d)²), d = ln target − ln max(pred, 1e-3) over target > 0 (NaN if none)."""
     valid = target > 0
-    # AiT ref §3.3: the aux prediction is clipped at 1e-3 before the log.
+    # PAPER_NOTES §3.3: the aux prediction is clipped at 1e-3 before the log.
     d = torch.log(target[valid]) - torch.log(pred.clamp_min(1e-3)[valid])
     return torch.sqrt(d.pow(2).mean() - lam * d.mean().pow(2))
 

@@ -1,7 +1,7 @@
 """Optimisers and learning-rate schedules of the paper's recipes, as small configs + pure functions.
 
 Schedules are multiplicative factors of the base lr per optimiser step (a `LambdaLR`), so the same
-code serves the tokenizers (AiT ref §1.4: Adam, ×0.98 every 500 iterations; §1.5: AdamW, cosine per
+code serves the tokenizers (PAPER_NOTES §1.4: Adam, ×0.98 every 500 iterations; §1.5: AdamW, cosine per
 iteration with a 500-step warm-up) and the task-solver (§4.6: warm-up then step or linear decay).
 """
 

@@ -3,6 +3,7 @@
 This is the only module under `pipeline/` that reads (or sets) environment variables:
 - `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (set by torchrun) decide whether we are distributed;
 - `AIT_DEVICE` overrides the automatic device choice (like nanochat's `NANOCHAT_DTYPE`);
+- `AIT_NPROC` asks a stage command to start that many worker processes itself (`launch_workers`);
 - `CUBLAS_WORKSPACE_CONFIG` is given a default by `seed_everything` (deterministic cuBLAS).
 
 Following nanochat `common.py` / lucidrains' `all_reduce_fn = ... if use_ddp else noop`, collectives are
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from pipeline.constraints import ConfigError
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device) -> to
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
+def gather_to_rank0(items: list) -> list | None:
+    """Every process's `items` (picklable), concatenated in rank order, on rank 0; None on the others.
+    With one process: `items` itself."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return items
+    parts: list | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(items, parts, dst=0)
+    return None if parts is None else [item for part in parts for item in part]
+
+
 def destroy_distributed() -> None:
     """Leave the process group (if any) and fall back to the no-op collectives."""
     global _all_reduce_fn, _broadcast_fn
@@ -167,3 +180,46 @@ def print0(*args, **kwargs) -> None:
     """`print` on rank 0 only."""
     if dist_info().rank == 0:
         print(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# N workers for one stage command: torch's own elastic launcher, asked for by the environment
+
+
+class WorkersFailed(ConfigError):
+    """A worker of `launch_workers` ended with an error; its own message was printed above."""
+
+
+def requested_workers() -> int:
+    """`AIT_NPROC` (default 1): worker processes a stage command starts on this node."""
+    value = os.environ.get("AIT_NPROC", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"AIT_NPROC: {value!r} is not a positive number of processes")
+    return int(value)
+
+
+def launch_workers(argv: list[str]) -> bool:
+    """With `AIT_NPROC` > 1 in a process that is not a worker yet, run `ait <argv>` as that many workers
+    through torchrun's own launcher (`torch.distributed.run`) and return True once all have finished;
+    otherwise return False at once (the caller does the work itself).
+
+    `dvc repro` runs a stage's command with the environment it was started with, so `AIT_NPROC=8 dvc repro`
+    trains, caches and evaluates on 8 GPUs without a change to dvc.yaml. One node is `--standalone`;
+    several nodes take torchrun's own variables (`PET_NNODES`, `PET_NODE_RANK`, `PET_RDZV_ENDPOINT`, ...).
+    """
+    n = requested_workers()
+    if n == 1 or "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ:
+        return False
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    options = ["--nproc-per-node", str(n)]
+    if not any(k in os.environ for k in ("PET_NNODES", "PET_RDZV_ENDPOINT")):
+        options.append("--standalone")
+    try:
+        run(get_args_parser().parse_args([*options, "-m", "stages.cli", *argv]))
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items())
+        raise WorkersFailed(f"{len(e.failures)} of {n} workers failed (first: rank {rank}, exit code "
+                            f"{failure.exitcode}); their messages are above") from None
+    return True

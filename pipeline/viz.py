@@ -3,7 +3,7 @@
 PIL + numpy only (no matplotlib). Used by `ait inspect sample` (image | GT | hard-decoded tokens) and
 meant for the evaluation stage's image | GT | prediction | error panels:
 - `colorize` maps any scalar map to RGB with a fixed colour ramp over a caller-given [vmin, vmax], so
-  several panels can share one scale (`shared_range`); invalid pixels (depth 0 = no return, AiT ref §6.1,
+  several panels can share one scale (`shared_range`); invalid pixels (depth 0 = no return, PAPER_NOTES §6.1,
   or NaN) are drawn black;
 - `colorize_labels` paints a class-id map with the PASCAL VOC bit-interleaved palette (0 = black,
   distinct colours for every id, the same colour for an id in every panel and every run);

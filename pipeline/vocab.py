@@ -1,6 +1,6 @@
 """The task-solver's shared vocabulary layout: the ONLY place `vocab_size` and offsets are derived.
 
-Follows AiT ref §4.3 (`ARTransformer.__init__`, lines 164-169). One global id space, in this order:
+Follows PAPER_NOTES §4.3 (`ARTransformer.__init__`, lines 164-169). One global id space, in this order:
 
     coordinate bins (num_bins+1) | classes | reserved (1) | noise class (1) | task codes ... | spare codes
 
@@ -27,7 +27,7 @@ FIXED_KINDS = ("coord", "class", "reserved", "noise")  # then each task's codes,
 
 @dataclass(frozen=True)
 class Vocab:
-    """Sizes of each range; every offset and V are derived properties (AiT ref §4.3).
+    """Sizes of each range; every offset and V are derived properties (PAPER_NOTES §4.3).
 
     `codes` holds one (kind, codebook size) per task of the solver, in layout order (the registry's:
     mask codes before depth codes, as the official layout); a task without a cache has no entry.
@@ -74,7 +74,7 @@ class Vocab:
 
     @property
     def reserved_token(self) -> int:
-        # `special_offset` in the official code: no role when pred_eos=False (AiT ref §4.3)
+        # `special_offset` in the official code: no role when pred_eos=False (PAPER_NOTES §4.3)
         return self.class_offset + self.num_classes
 
     @property
@@ -148,7 +148,7 @@ class Vocab:
         return mask
 
     def coord_to_token(self, coord_px: Tensor, norm: float) -> Tensor:
-        """Float pixel coords -> int64 coordinate tokens, clamp(round(c / norm * num_bins)) (ref §4.5)."""
+        """Float pixel coords -> int64 coordinate tokens, clamp(round(c / norm * num_bins)) (PAPER_NOTES §4.5)."""
         bins = torch.round(coord_px / norm * self.num_bins)
         return bins.clamp(0, self.num_bins).long()  # coordinate range starts at global id 0
 

@@ -1,4 +1,4 @@
-"""`ait cache-tokens VARIANT` — the `cache_tokens@<variant>` DVC stages (AiT ref §7.1).
+"""`ait cache-tokens VARIANT` — the `cache_tokens@<variant>` DVC stages (PAPER_NOTES §7.1).
 
 Pre-tokenises the prepared splits of the variant's task with its frozen tokenizer into
 `data/tokens/<variant>/` (WebDataset shards + tokens.zarr + manifest.json; see pipeline/tokens). Reads
@@ -18,9 +18,11 @@ import typer
 from pipeline.runtime import pick_device
 from pipeline.tokens.run import cache_job, cache_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
+from stages.workers import in_workers
 
 
 @fail_cleanly
+@in_workers
 def main(
     variant: Annotated[str, typer.Argument(help="a key of tokenizer.variants (its checkpoint names it)")],
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),

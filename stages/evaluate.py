@@ -1,4 +1,4 @@
-"""`ait evaluate RUN` — the `evaluate@<run>` DVC stages (paper Tables 2-4, 10; AiT ref §5).
+"""`ait evaluate RUN` — the `evaluate@<run>` DVC stages (paper Tables 2-4, 10; PAPER_NOTES §5).
 
 Scores the trained solver of RUN on the held-out split of each of its tasks (depth: test, insseg: val,
 semseg: test) and writes metrics, result files, panels and the headline numbers
@@ -17,9 +17,11 @@ from pipeline.runtime import pick_device
 from pipeline.solver.evaluate import EvalPaths, evaluate_run, load_options
 from pipeline.tasks.registry import get_task
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
+from stages.workers import in_workers
 
 
 @fail_cleanly
+@in_workers
 def main(
     run: Annotated[str, typer.Argument(help="a trained run (a key of solver.runs)")],
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),

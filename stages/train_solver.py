@@ -17,9 +17,11 @@ import typer
 from pipeline.runtime import pick_device
 from pipeline.solver.run import RunPaths, load_run, train_run
 from stages.ui import PARAMS_HELP, console, fail_cleanly
+from stages.workers import in_workers
 
 
 @fail_cleanly
+@in_workers
 def main(
     run: Annotated[str, typer.Argument(help="a key of solver.runs (depth, insseg, semseg, joint)")],
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),

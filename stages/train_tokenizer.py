@@ -16,9 +16,11 @@ import typer
 from pipeline.runtime import pick_device
 from pipeline.tokenizers.run import load_tokenizer_spec, train_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly
+from stages.workers import in_workers
 
 
 @fail_cleanly
+@in_workers
 def main(
     variant: Annotated[str, typer.Argument(help="a key of tokenizer.variants")],
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),

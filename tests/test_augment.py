@@ -1,4 +1,4 @@
-"""The solver's augmentation: depth RGB (AiT ref §6.1: CutDepth, brightness/contrast, gamma, HSV), drawn
+"""The solver's augmentation: depth RGB (PAPER_NOTES §6.1: CutDepth, brightness/contrast, gamma, HSV), drawn
 per sample in the loader and applied batched on the device; the instance LSJ window and colour jitter.
 
 Hand references replay the documented draw order of `draw_depth` on a generator with the same seed and

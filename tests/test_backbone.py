@@ -1,5 +1,5 @@
-"""SwinV2 backbone wrapper: NCHW stage-4 features vs timm, input normalisation, padding, local weights,
-layer-decay ids."""
+"""SwinV2 backbone wrapper: NCHW stage-4 features vs timm, input normalisation, padding, layer-decay ids
+(local checkpoints: test_pretrained.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.errors import DataError
 from pipeline.models.backbone import BackboneConfig, build_backbone, layer_id, num_lr_layers
 
 TINY = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), img_size=64, window_size=4)
@@ -98,35 +97,8 @@ def test_non_multiple_inputs_are_zero_padded_to_stride_32(tiny, h, w, grid):
         assert torch.equal(out, tiny(padded))
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
-def test_local_weights_round_trip(tiny, tmp_path, suffix):
-    path = tmp_path / f"backbone{suffix}"
-    state = {k: v.contiguous() for k, v in tiny.body.state_dict().items()}
-    if suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(path))
-    else:
-        torch.save({"model": state}, path)  # wrapped, as many checkpoints are
-    torch.manual_seed(123)  # a different random init that the weights must overwrite
-    loaded = build_backbone(BackboneConfig(**TINY, normalize=False, weights=str(path))).eval()
-    x = _images(1, 3, 64, 64, seed=3)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), tiny(x))
-
-
-def test_mismatched_or_missing_weights_raise_clearly(tmp_path):
-    other = build_backbone(BackboneConfig(**{**TINY, "embed_dim": 16}))
-    path = tmp_path / "other.pt"
-    torch.save(other.body.state_dict(), path)
-    with pytest.raises(ValueError, match="shape mismatches"):
-        build_backbone(BackboneConfig(**TINY, weights=str(path)))
-    with pytest.raises(DataError, match="not found"):
-        build_backbone(BackboneConfig(**TINY, weights=str(tmp_path / "absent.pt")))
-
-
 def test_layer_ids_follow_the_official_swin_numbering():
-    depths = (2, 2, 18, 2)  # SwinV2-B: 29 groups, scale = decay ** (28 - id) (ref §4.6)
+    depths = (2, 2, 18, 2)  # SwinV2-B: 29 groups, scale = decay ** (28 - id) (PAPER_NOTES §4.6)
     assert num_lr_layers(depths) == 29
     p = "backbone.body."
     expected = {

@@ -383,7 +383,7 @@ def _nan_params(root: Path, *args: str) -> list[str]:
 
 def _garbage_backbone(root: Path, *args: str) -> list[str]:
     _garbage(root / "backbone.safetensors")
-    weights = {"solver": {"backbone": {"weights": str(root / "backbone.safetensors")}}}
+    weights = {"solver": {"backbone": {"init": "checkpoint", "weights": str(root / "backbone.safetensors")}}}
     write_params(root / "params.yaml", _params(root, weights))
     return list(args)
 
@@ -411,7 +411,7 @@ ARTIFACT_CASES = [
     Case("solver weights garbage", _edit_file("models/solver/depth/model.safetensors", _garbage, *EVALUATE),
          "the checkpoint is corrupt, re-run `dvc repro train_solver`"),
     Case("backbone weights garbage", lambda r: _garbage_backbone(r, *SOLVER),
-         "backbone.safetensors: unreadable backbone weights (SafetensorError)"),
+         "backbone.safetensors: unreadable backbone checkpoint (SafetensorError)"),
     Case("cache shard zeroed, training", _edit_file(SHARD, _zero_middle, *SOLVER),
          "shard-000000.tar: sha256 differs from the manifest's"),
     Case("cache shard zeroed, inspect --verify", _edit_file(SHARD, _zero_middle, "inspect", "cache",

@@ -119,7 +119,7 @@ def test_patch_mask_zeros_exactly_the_expected_patches(H, W, ratio):
 
 
 def test_paper_patch_count_and_determinism():
-    assert num_masked_patches(480, 480, 0.5) == (450, 900)  # AiT ref §2
+    assert num_masked_patches(480, 480, 0.5) == (450, 900)  # PAPER_NOTES §2
     depth = torch.ones(2, 1, 32, 48)
     a = random_patch_mask(depth, 0.5, generator=torch.Generator().manual_seed(7))
     b = random_patch_mask(depth, 0.5, generator=torch.Generator().manual_seed(7))

@@ -3,6 +3,8 @@
 Checks the user's main loop: the whole DAG runs; `dvc status` is clean afterwards; changing one
 instance-tokenizer param re-runs no depth stage; setting it back restores every stage from DVC's
 run-cache without running anything; changing one class-map-tokenizer param re-runs only semseg stages.
+Last, the same `dvc repro` on 2 gloo processes (`AIT_NPROC=2`), and evaluation on 2 processes scoring
+exactly as on one.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("dvc_repo")
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "ablations.yaml"):
+    for name in ("dvc.yaml", "ablations.yaml", "models/pretrained/README.md"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, root / name)
     params = merge(tiny_params(root), TINY_PIPELINE)
     params["data"]["tasks"]["depth"]["root"] = "data/demo/nyuv2"  # the repo-relative demo output
@@ -186,3 +189,41 @@ def test_semseg_tokenizer_change_reruns_only_semseg_stages(repo):
     others = {s for s in ran if "semseg" not in s and not s.endswith("@joint3")}
     assert not others, f"non-semseg stages re-ran after a semseg-tokenizer change: {others}"
     assert json.loads(_run([dvc, "status", "--json"], root, env)) == {}
+
+
+def test_two_processes_evaluate_exactly_as_one(repo):
+    """`AIT_NPROC=2 ait evaluate joint3` (all three tasks) shares the held-out batches between 2 gloo
+    workers and merges them on rank 0: metrics.json is byte-identical to the one-process output of
+    `dvc repro` (both with one thread a process, as torchrun sets)."""
+    root, env = repo
+    ait = str(Path(sys.executable).parent / "ait")
+    out = root / "results/two_processes"
+    log = _run([ait, "evaluate", "joint3", "--out", str(out / "joint3"), "--headline", str(out / "headline")],
+               root, {**env, "AIT_NPROC": "2"})
+    assert (out / "joint3/metrics.json").is_file(), log
+    one = (root / "results/evaluate/joint3/metrics.json").read_text()
+    assert (out / "joint3/metrics.json").read_text() == one
+    assert sorted(p.name for p in (out / "joint3/panels").iterdir()) == sorted(
+        p.name for p in (root / "results/evaluate/joint3/panels").iterdir())
+
+
+def test_dvc_repro_trains_on_two_processes_through_the_environment(repo):
+    """`AIT_NPROC=2 dvc repro`: the stage commands in dvc.yaml start 2 gloo workers each (torchrun's own
+    launcher), so a changed run trains and evaluates on 2 processes with dvc.yaml untouched."""
+    import yaml
+
+    root, env = repo
+    dvc = str(Path(sys.executable).parent / "dvc")
+    text = (root / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    params["solver"]["runs"]["depth"]["steps"] += 1
+    params["cache"]["depth"]["shard_max_samples"] = 3  # whole shards per rank: 2 for the 6 training frames
+    write_params(root / "params.yaml", params)
+    try:
+        out = _run([dvc, "repro", "evaluate@depth"], root, {**env, "AIT_NPROC": "2"})
+        assert {"cache_tokens@depth_mask50", "train_solver@depth", "evaluate@depth"} <= _ran(out), out
+        assert "2 process(es)" in out, out  # rank 0's report of the world it trained in
+        status = json.loads(_run([dvc, "status", "--json"], root, env))
+        assert not {"cache_tokens@depth_mask50", "train_solver@depth", "evaluate@depth"} & set(status), status
+    finally:
+        (root / "params.yaml").write_text(text)

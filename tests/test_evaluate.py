@@ -24,7 +24,7 @@ from tests.test_solver_stages import _invoke, _train, project  # noqa: F401  (mo
 
 
 def test_window_offsets_follow_the_official_protocol():
-    assert window_offsets(640, 480) == [0, 160]  # paper: two 480² windows (AiT ref §5.1)
+    assert window_offsets(640, 480) == [0, 160]  # paper: two 480² windows (PAPER_NOTES §5.1)
     assert window_offsets(160, 120) == [0, 40]  # demo frames
     assert window_offsets(480, 480) == [0]
     assert window_offsets(640, 480, shift=False) == [80]  # one centred window
@@ -87,7 +87,7 @@ def test_predictions_are_clipped_at_1mm(monkeypatch):
     negative = lambda v: torch.full((v.shape[0], 1, 4, 4), -1.0)  # noqa: E731
     # the window stitching is shared by the dense tasks: it never clips ...
     assert torch.all(predict_windows(torch.zeros(1, 3, 4, 4), negative, 4) == -1.0)
-    # ... the depth task does, after stitching (ref §4.4 inference step 3)
+    # ... the depth task does, after stitching (PAPER_NOTES §4.4 inference step 3)
     monkeypatch.setattr(depth_task, "depth_predictor", lambda *args: negative)
     model = torch.nn.Linear(1, 1)  # only its device is read
     depth = depth_task.infer_depth(model, None, None, DepthInferConfig(), np.zeros((1, 4, 4, 3), np.uint8), 4)
@@ -136,7 +136,7 @@ def test_parallel_solver_depth_is_one_teacher_forced_pass():
     cfg = DepthInferConfig(tau=0.8, flip_tta=False)
     rgb = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
     depth = infer_depth(model, tokenizer, vocab, cfg, rgb, 32)
-    # AiT-P inputs carry position only: any teacher-forced tokens give the same logits (ref §4.4)
+    # AiT-P inputs carry position only: any teacher-forced tokens give the same logits (PAPER_NOTES §4.4)
     images = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         logits = model(images, depth_task.TASK_ID, torch.zeros(1, 15, dtype=torch.long))
@@ -349,7 +349,7 @@ def test_evaluate_depth_run(project, monkeypatch):  # noqa: F811
     calls = _spy_on_depth_inference(monkeypatch)
     result = _evaluate(project, "depth", "ev_depth")
     assert result.exit_code == 0, result.output
-    # params.yaml's official protocol: overlapping windows and their mirrors, averaged (AiT ref §5.1)
+    # params.yaml's official protocol: overlapping windows and their mirrors, averaged (PAPER_NOTES §5.1)
     assert calls and sum(len(c["images"]) for c in calls) == 3  # every test image of the tiny demo
     for call in calls:
         _check_window_protocol(call, flip=True)

@@ -34,7 +34,7 @@ def _count(module: torch.nn.Module) -> int:
 def test_tokenizers_have_the_paper_sizes(paper):
     with torch.device("meta"):  # no memory, no weights
         depth, mask = VQVAE(paper["tokenizer"].depth.model), VQVAE(paper["tokenizer"].insseg.model)
-    assert _count(depth) == 7_689_201  # AiT ref §1.1: 7.69 M without the codebook buffer
+    assert _count(depth) == 7_689_201  # PAPER_NOTES §1.1: 7.69 M without the codebook buffer
     assert _count(mask) == 1_985_393  # 1.99 M
 
 
@@ -48,7 +48,7 @@ def test_solver_vocabulary_and_sizes(paper):
     assert length == 2100
     with torch.device("meta"):
         model = build_ait(solver.backbone, solver_config(solver.model, length), vocab)
-    # SwinV2-B ≈ 87 M (AiT ref §4.1, classifier head excluded).
+    # SwinV2-B ≈ 87 M (PAPER_NOTES §4.1, classifier head excluded).
     assert 86e6 < _count(model.backbone) < 88e6
     # The transformer is 14.7 M in the official code with 4 task slots in its positional table; the
     # registry's four task ids (det, insseg, depth, semseg) fill the same four.
@@ -88,7 +88,8 @@ def test_preset_line_survives_unquoted_shell_expansion(presets):
 # data it reads and how much of it is evaluated — never an architecture, a resolution or an optimiser.
 REHEARSAL_KNOBS = ("steps", "batch_size", "num_workers", "log_every", "checkpoint_every", "max_images",
                    "batch_images", "num_panels",
-                   "grad_checkpointing")  # memory only: same outputs and gradients (test_backbone.py)
+                   "grad_checkpointing",  # memory only: same outputs and gradients (test_backbone.py)
+                   "backbone.init")  # no pretrained checkpoints in a rehearsal: random init, said explicitly
 
 
 def test_rehearsal_only_cuts_lengths_batches_workers_and_data():
@@ -96,3 +97,24 @@ def test_rehearsal_only_cuts_lengths_batches_workers_and_data():
     rehearsal = yaml.safe_load((ROOT / "presets/rehearsal.yaml").read_text())
     changed = [k for k, _ in leaves(rehearsal) if not k.startswith("data.tasks.")]
     assert changed and all(any(f".{knob}" in k for knob in REHEARSAL_KNOBS) for k in changed), changed
+
+
+@pytest.mark.parametrize("run, key", [("depth", "solver.runs.depth.backbone.weights"),
+                                      ("insseg", "solver.runs.insseg.backbone.weights"),
+                                      ("semseg", "solver.backbone.weights")])
+def test_the_paper_preset_without_its_checkpoints_stops_in_one_line_naming_the_key(tmp_path, run, key):
+    """No silent random init at paper size: each paper run names the checkpoint it starts from; absent, the
+    stage stops before any work (no cache is opened: there is none here), one line naming the key."""
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    combined = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                      yaml.safe_load((ROOT / "presets/paper.yaml").read_text()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(combined))
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(tmp_path)
+        result = CliRunner().invoke(app, ["train-solver", run, "--params", "params.yaml", "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}") and "not" in lines[0], result.output

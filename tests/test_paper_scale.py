@@ -248,7 +248,7 @@ def _assert_step_reached_everything(model, before: dict, tokenizer: VQVAE, vocab
 
 
 def _assert_windows_shift_where_the_map_exceeds_them(model, size: int) -> None:
-    """AiT ref §4.1: a SwinV2 stage shifts its windows iff its feature map at the run's input `size` is
+    """PAPER_NOTES §4.1: a SwinV2 stage shifts its windows iff its feature map at the run's input `size` is
     larger than its window (480²: stages 1-2 shift, 3-4 are one window each; 640²: all four shift)."""
     body = model.backbone.body
     stride = body.patch_embed.patch_size[0]
@@ -448,7 +448,7 @@ def test_insseg_generation_ends_in_valid_coco_results(generated):
     known = set(generated.gt.getCatIds())
     assert generated.anns, "no detection at all"
     # Boxes are token · 640 / 2000 in the letterboxed input, / scale: inside [0, long side] in original
-    # pixels. They are not clipped to the image content (neither does the official code, ref §4.5).
+    # pixels. They are not clipped to the image content (neither does the official code, PAPER_NOTES §4.5).
     # A degenerate box (x2 <= x1 or y2 <= y1: w or h <= 0) is kept as generated, with an empty mask, as the
     # official code (decode_objects); COCOeval scores it as a false positive.
     side = max(H, W)
@@ -464,6 +464,6 @@ def test_insseg_generation_ends_in_valid_coco_results(generated):
 
 
 def test_insseg_generation_gives_one_detection_per_query(generated):
-    # AiT ref §4.5 / §5.2: no EOS, every image yields exactly num_query (100) detections.
+    # PAPER_NOTES §4.5 / §5.2: no EOS, every image yields exactly num_query (100) detections.
     detections, queries = len(generated.anns), generated.cfg.num_query
     assert detections == queries, f"{detections} COCO detections for {queries} generated objects"

@@ -10,7 +10,7 @@ from pipeline.solver.shares import rank_batches, rank_loss_weights
 
 
 def test_the_paper_joint_step_runs_on_eight_ranks():
-    """4 NYU + 60 COCO images (the official 64 GPUs at one image each, AiT ref §4.6) on 8 ranks."""
+    """4 NYU + 60 COCO images (the official 64 GPUs at one image each, PAPER_NOTES §4.6) on 8 ranks."""
     batch = {"depth": 4, "insseg": 60}
     ranks = [rank_batches(batch, r, 8) for r in range(8)]
     assert ranks[:4] == [{"depth": 1, "insseg": 7}] * 4

@@ -179,7 +179,7 @@ def test_decoding_plan_tiles_the_pattern():
 
 
 def test_paper_size_parameter_count():
-    """ref §4.2: ~14.7 M with the official 4 task slots and SwinV2-B's 1024 channels, counted on meta."""
+    """PAPER_NOTES §4.2: ~14.7 M with the official 4 task slots and SwinV2-B's 1024 channels, counted on meta."""
     d, f, v, c, t, n = 256, 1024, Vocab.paper(with_insseg=True).size, 1024, 4, 2100
     attn, mlp, ln = 4 * (d * d + d), d * f + f + f * d + d, 2 * d
     encoder = (c * d + d) + ln + 6 * (attn + mlp + 2 * ln) + ln + (d * d + d) + ln + ln + mlp

@@ -60,7 +60,7 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
     for task in tasks:  # trained against exactly the tokenizers its caches were built with
         assert config["tokenizers"][task]["hash"] == manifests[task]["tokenizer"]["hash"]
     # The vocabulary is derived from the caches, never typed: coords + classes + 2 + codebooks, and the
-    # weights have exactly that many token rows (AiT ref §4.3).
+    # weights have exactly that many token rows (PAPER_NOTES §4.3).
     params = yaml.safe_load((project / "params.yaml").read_text())["solver"]
     codes = {t: manifests[t]["tokenizer"]["num_embeddings"] if t in tasks else 0 for t in ("depth", "insseg")}
     classes = len(manifests["insseg"]["categories"]) if "insseg" in tasks else 0
@@ -77,7 +77,7 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
     weights, batch = params["runs"][run].get("loss_weights", {}), params["runs"][run]["batch_size"]
     expected = sum(weights.get(t, 1.0) * batch[t] * live[t]["loss"] for t in tasks) / sum(batch.values())
     assert live["loss"] == pytest.approx(expected, rel=1e-5)
-    if "depth" in tasks:  # CE + aux_weight · SiLog (AiT ref §3.3)
+    if "depth" in tasks:  # CE + aux_weight · SiLog (PAPER_NOTES §3.3)
         depth = live["depth"]
         assert depth["loss"] == pytest.approx(depth["ce"] + params["depth"]["aux_weight"] * depth["silog"])
         assert math.isfinite(depth["ce"]) and depth["silog"] > 0
@@ -134,3 +134,31 @@ def test_cache_of_another_tokenizer_is_refused(project, tmp_path):
                       "--caches", str(tmp_path / "tokens"), "--out", str(tmp_path / "m"),
                       "--state-dir", str(tmp_path / "s"), "--live-dir", str(tmp_path / "l")], project)
     assert result.exit_code == 1 and "rebuild the cache" in result.stderr
+
+
+def test_a_run_starts_from_an_official_swin_checkpoint_through_the_stage(project, tmp_path):
+    """`solver.runs.depth.backbone.weights` pointing at an official-layout Swin V2 file: the stage loads
+    every backbone tensor, says so, and records the start (layout, file hash) in the checkpoint."""
+    import torch
+
+    from pipeline.config import BackboneConfig
+    from pipeline.io import sha256_file
+    from pipeline.models.backbone import build_backbone
+    from tests.test_pretrained import official_layout
+
+    backbone = SOLVER["backbone"]
+    cfg = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in backbone.items()},
+                         img_size=48)  # the run's input side: the cached 48-px depth crops
+    body = build_backbone(cfg).body
+    torch.save({"model": official_layout(body)}, tmp_path / "swinv2_official.pth")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["solver"]["runs"]["depth"]["backbone"] = {"weights": str(tmp_path / "swinv2_official.pth")}
+    write_params(tmp_path / "params.yaml", params)
+    result = _invoke(["train-solver", "depth", "--params", str(tmp_path / "params.yaml"), "--device", "cpu",
+                      "--out", str(tmp_path / "model"), "--state-dir", str(tmp_path / "state"),
+                      "--live-dir", str(tmp_path / "live")], project)
+    assert result.exit_code == 0, result.output
+    assert f"(swin layout): {len(body.state_dict())} backbone tensors" in result.output
+    init = checkpoint.read_config(tmp_path / "model")["init"]
+    assert init["layout"] == "swin" and init["sha256"] == sha256_file(tmp_path / "swinv2_official.pth")
+    assert init["backbone_tensors"] == len(body.state_dict()) and init["encoder_tensors"] == 0

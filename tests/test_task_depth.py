@@ -1,5 +1,5 @@
 """Depth adapter: raster sequences, full-vocabulary CE, aux SiLog through the frozen detokenizer, and the
-four soft/hard combinations of Table 7 (AiT ref §4.4, §3)."""
+four soft/hard combinations of Table 7 (PAPER_NOTES §4.4, §3)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_aux_silog_matches_reference_and_grads_reach_logits_only():
     reference = silog_loss(tokenizer.decode_soft(codes, 0.8), gt, lam=0.5)
     torch.testing.assert_close(parts["silog"], reference.detach())
     ce, _ = dep.depth_loss(logits, targets, vocab=VOCAB)
-    torch.testing.assert_close(loss, ce + reference)  # CE_mean + 1.0·SiLog (ref §3.3)
+    torch.testing.assert_close(loss, ce + reference)  # CE_mean + 1.0·SiLog (PAPER_NOTES §3.3)
     assert torch.isfinite(loss)
     dep.depth_aux_loss(logits, tokenizer, gt, VOCAB, tau=0.8).backward()
     depth_grad = logits.grad[..., VOCAB.offset("depth") : VOCAB.offset("depth") + 16]

@@ -1,5 +1,5 @@
 """Instance-segmentation adapter: sequence-builder invariants, loss masking, aux gradients, paste, decode,
-and a tiny overfit of the real solver (AiT ref §4.5, §3.3)."""
+and a tiny overfit of the real solver (PAPER_NOTES §4.5, §3.3)."""
 
 from __future__ import annotations
 
@@ -320,7 +320,7 @@ def test_decode_objects_hand_built():
     out = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [HW], NORM, soft_decode=False)[0]
     expected = torch.tensor([[6.4, 9.6, 32.0, 38.4], [16.0, 3.2, 16.0, 19.2], [0.0, 0.0, 48.0, 44.8]])
     torch.testing.assert_close(out["boxes_xyxy"], expected)
-    assert out["labels"].tolist() == [2, 0, 4]  # one detection per query (ref §5.2)
+    assert out["labels"].tolist() == [2, 0, 4]  # one detection per query (PAPER_NOTES §5.2)
     e = math.exp(3.0)
     torch.testing.assert_close(out["scores"][0], torch.tensor(e / (e + math.e + 4.0)))  # noise in denominator
     assert float(out["scores"][2]) < 1e-6

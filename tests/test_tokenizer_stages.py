@@ -80,7 +80,7 @@ def _usage(indices: torch.Tensor, num_codes: int) -> dict[str, float]:
 def _depth_reference(model, records: list[dict], tau: float) -> dict:
     """The NYU RMSE of the hard and soft reconstructions, the hole RMSE and the code usage, by hand.
 
-    Soft decode as AiT ref §3.2 with the latent-to-code logits −‖z − e_k‖²: decoder(softmax(τ·logits) @ E).
+    Soft decode as PAPER_NOTES §3.2 with the latent-to-code logits −‖z − e_k‖²: decoder(softmax(τ·logits) @ E).
     """
     rmse: dict[str, list[float]] = {"vqvae_hard": [], "vqvae_soft": [], "hole": []}
     used = []

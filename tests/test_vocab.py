@@ -1,4 +1,4 @@
-"""Vocabulary layout (AiT ref §4.3): paper sizes, disjoint covering ranges, inverse conversions, coords."""
+"""Vocabulary layout (PAPER_NOTES §4.3): paper sizes, disjoint covering ranges, inverse conversions, coords."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CONFIGS = [
 def test_paper_layout_matches_reference_table():
     depth_only, insseg = Vocab.paper(with_insseg=False), Vocab.paper(with_insseg=True)
     assert depth_only.size == 2339 and insseg.size == 2467
-    # offsets of the official ARTransformer (ref §4.3 table)
+    # offsets of the official ARTransformer (PAPER_NOTES §4.3 table)
     assert (insseg.class_offset, insseg.reserved_token, insseg.noise_token) == (2001, 2081, 2082)
     assert insseg.task_range("mask") == range(2083, 2211)
     assert insseg.task_range("depth") == range(2211, 2339)
@@ -80,7 +80,7 @@ def test_legal_mask_is_the_union_of_ranges():
 def test_coordinate_quantisation_hand_values_and_round_trip():
     vocab = Vocab.paper(with_insseg=True)
     coords = torch.tensor([0.0, 320.0, 640.0, 700.0, -5.0, 100.1])
-    # 100.1 / 640 * 2000 = 312.8125 -> 313; out-of-image values clamp (ref §4.5)
+    # 100.1 / 640 * 2000 = 312.8125 -> 313; out-of-image values clamp (PAPER_NOTES §4.5)
     assert vocab.coord_to_token(coords, 640.0).tolist() == [0, 1000, 2000, 2000, 0, 313]
     c = torch.rand(1000, generator=torch.Generator().manual_seed(1)) * 640
     back = vocab.token_to_coord(vocab.coord_to_token(c, 640.0), 640.0)

@@ -35,7 +35,7 @@ def _num_params(m: torch.nn.Module) -> int:
 )
 def test_parameter_counts_match_the_paper(cfg, encoder, decoder, rounded):
     model = _model(cfg)
-    # AiT ref §1.1: depth 3.32 M + 4.37 M = 7.69 M, mask 0.86 M + 1.12 M = 1.99 M (excl. codebook).
+    # PAPER_NOTES §1.1: depth 3.32 M + 4.37 M = 7.69 M, mask 0.86 M + 1.12 M = 1.99 M (excl. codebook).
     assert _num_params(model.encoder) == encoder
     assert _num_params(model.decoder) == decoder
     assert _num_params(model) == encoder + decoder
@@ -151,7 +151,7 @@ def test_short_training_halves_reconstruction_loss():
 
 
 def test_short_training_with_restarts_beats_constant_predictor():
-    # Without restarts this short run collapses to one code (perplexity 1; AiT ref §1.2 "dead codes");
+    # Without restarts this short run collapses to one code (perplexity 1; PAPER_NOTES §1.2 "dead codes");
     # with them the tokens carry information: 4x better than predicting the mean depth.
     before, after, variance, model = _train(dead_code_threshold=0.5)
     assert after < 0.5 * before

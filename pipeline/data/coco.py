@@ -1,4 +1,4 @@
-"""COCO 2017 instance annotations through pycocotools (AiT ref §6.2, §5.2).
+"""COCO 2017 instance annotations through pycocotools (PAPER_NOTES §6.2, §5.2).
 
 A thin, typed view over `pycocotools.coco.COCO`: sorted ids, image paths, per-image annotations and
 `annToMask`. Nothing here re-implements pycocotools (polygon/RLE decoding, indexing). The only

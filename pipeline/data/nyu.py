@@ -1,6 +1,6 @@
 """NYU Depth V2 on disk: filename lists (BTS/AiT and DenseDepth formats) and image/depth decoding.
 
-Follows AiT ref §6.1 (GLPDepth/BTS layout: `<scene>/rgb_XXXXX.jpg` + `<scene>/sync_depth_XXXXX.png`,
+Follows PAPER_NOTES §6.1 (GLPDepth/BTS layout: `<scene>/rgb_XXXXX.jpg` + `<scene>/sync_depth_XXXXX.png`,
 uint16 millimetres, 0 = invalid) and §5.1 (GT = PNG / 1000 m). Two list formats are read:
 
 * BTS/AiT lists, whitespace-separated `rgb depth [focal]`; AiT's own copies have two columns and a
@@ -116,16 +116,21 @@ def read_densedepth_csv(csv_file: Path, root: Path) -> list[DepthEntry]:
 
 
 def list_depth_samples(
-    root: Path, list_file: str, layout: Literal["sync", "densedepth"]
+    root: Path, list_file: str, layout: Literal["sync", "densedepth"], split_dir: str = "."
 ) -> list[DepthEntry]:
-    """The entries of `root/list_file`: a BTS list for layout "sync", a DenseDepth csv for "densedepth"."""
+    """The entries of `root/list_file`: a BTS list for layout "sync", a DenseDepth csv for "densedepth".
+    Their paths are relative to `root/split_dir`: BTS and AiT keep the training frames under `sync/` and
+    the official test frames under `official_splits/test/`, each list relative to its own folder."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found")
+    base = root / split_dir
+    if not base.is_dir():
+        raise DataError(f"{base}: split folder not found (the list's paths are relative to it)")
     if layout == "sync":
-        return read_bts_list(root / list_file, root)
+        return read_bts_list(root / list_file, base)
     if layout == "densedepth":
-        return read_densedepth_csv(root / list_file, root)
+        return read_densedepth_csv(root / list_file, base)
     raise DataError(f"{root}: unknown NYUv2 layout {layout!r} (expected 'sync' or 'densedepth')")
 
 
@@ -178,7 +183,7 @@ def _read_single_channel(path: Path, what: str) -> np.ndarray:
 
 
 def depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:
-    """Stored depth `(H, W)` → float32 metres (`raw / scale`); 0 stays 0 (= invalid, AiT ref §6.1)."""
+    """Stored depth `(H, W)` → float32 metres (`raw / scale`); 0 stays 0 (= invalid, PAPER_NOTES §6.1)."""
     return (raw.astype(np.float32) / np.float32(scale)).astype(np.float32)
 
 

@@ -1,7 +1,7 @@
 """Convert the official labeled NYU Depth V2 `.mat` into the BTS "sync" layout (`ait data import-nyu-mat`).
 
 Follows BTS's `utils/extract_official_train_test_set_from_mat.py`, which builds the official 654-image
-test set used by AiT (AiT ref §5.1, §6.1):
+test set used by AiT (PAPER_NOTES §5.1, §6.1):
 
 * `nyu_depth_v2_labeled.mat` is MATLAB v7.3 (HDF5). MATLAB is column-major, so h5py sees every array
   transposed: `images` (N, 3, W, H) uint8, `depths`/`rawDepths` (N, W, H) float32 metres, and the cell
@@ -47,7 +47,7 @@ from PIL import Image
 from pipeline.data.errors import DataError
 from pipeline.io import write_json
 
-NYU_FOCAL = 518.8579  # px; the constant of the BTS/AiT list files (AiT ref §6.1)
+NYU_FOCAL = 518.8579  # px; the constant of the BTS/AiT list files (PAPER_NOTES §6.1)
 JPEG_QUALITY = 95  # cv2.imwrite's default, used by BTS's converter
 TRAIN_LIST = "train_files_with_gt.txt"
 TEST_LIST = "test_files_with_gt.txt"
@@ -74,7 +74,7 @@ def metres_to_millimetres(depth: np.ndarray) -> np.ndarray:
 
 
 def black_border(rgb: np.ndarray) -> np.ndarray:
-    """`(H, W, 3)` uint8 with everything outside rows 7:H-6, columns 7:W-8 set to 0 (BTS; AiT ref §5.1)."""
+    """`(H, W, 3)` uint8 with everything outside rows 7:H-6, columns 7:W-8 set to 0 (BTS; PAPER_NOTES §5.1)."""
     h, w = rgb.shape[:2]
     out = np.zeros_like(rgb)
     out[7 : h - 6, 7 : w - 8] = rgb[7 : h - 6, 7 : w - 8]
@@ -323,7 +323,7 @@ def import_labeled_mat(
 ) -> dict[str, Any]:
     """Write the labeled .mat as BTS sync layout + lists under `out_dir`; returns a summary dict.
 
-    `field` picks the depth: "rawDepths" (Kinect, holes = 0; the official test GT, AiT ref §5.1) or
+    `field` picks the depth: "rawDepths" (Kinect, holes = 0; the official test GT, PAPER_NOTES §5.1) or
     "depths" (in-painted). Labels are written as raw NYU ids, or as NYU-40 ids through the
     `nyu40_mapping` file (module docstring). `progress(done, total)` is called after each frame.
     """

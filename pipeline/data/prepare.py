@@ -93,7 +93,7 @@ class FrameRules:
 
     split: str  # depth "test" frames need a valid pixel inside the evaluation crop
     tokenizer_crop: int  # tokenizer.<task>.train.crop_size: a square inside the frame
-    solver_crop: int  # cache.<task>.crop_size: the full frame height (AiT ref §6.1)
+    solver_crop: int  # cache.<task>.crop_size: the full frame height (PAPER_NOTES §6.1)
     task: str = "depth"  # names those two params in error messages
 
 

@@ -46,14 +46,16 @@ def _crops(params: Path, task: str) -> tuple[int, int]:
             load_value(params, f"cache.{task}.crop_size"))
 
 
-def _list_splits(root: Path, layout: str, lists: dict[str, str]) -> dict[str, list[nyu.DepthEntry]]:
-    return {split: nyu.list_depth_samples(root, list_file, layout) for split, list_file in lists.items()}
+def _list_splits(root: Path, cfg: DepthSourceConfig | SemsegDataConfig) -> dict[str, list[nyu.DepthEntry]]:
+    lists = {"train": (cfg.train_list, cfg.train_dir), "test": (cfg.test_list, cfg.test_dir)}
+    return {split: nyu.list_depth_samples(root, list_file, cfg.layout, folder)
+            for split, (list_file, folder) in lists.items()}
 
 
 def depth_dataset(cfg: DepthSourceConfig, crops: tuple[int, int],
                   progress: ProgressFactory | None = None) -> Prepared:
     root = Path(cfg.root)
-    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
+    entries = _list_splits(root, cfg)
     splits = {}
     for split, split_entries in entries.items():
         rules = FrameRules(split, *crops)
@@ -66,7 +68,7 @@ def depth_dataset(cfg: DepthSourceConfig, crops: tuple[int, int],
 def semseg_dataset(cfg: SemsegDataConfig, crops: tuple[int, int],
                    progress: ProgressFactory | None = None) -> Prepared:
     root = Path(cfg.root)
-    entries = _list_splits(root, cfg.layout, {"train": cfg.train_list, "test": cfg.test_list})
+    entries = _list_splits(root, cfg)
     classes = read_classes(root / CLASSES_FILE)
     splits = {}
     for split, split_entries in entries.items():

@@ -1,4 +1,4 @@
-"""Box-cropped instance masks for the mask tokenizer, and pasting them back (AiT ref §1.5).
+"""Box-cropped instance masks for the mask tokenizer, and pasting them back (PAPER_NOTES §1.5).
 
 The official "maskcoco" preprocessing was never released; this follows the official *evaluation* rule
 (vae/utils/eval_coco.py), which is the only documented crop rule:
@@ -11,7 +11,7 @@ The official "maskcoco" preprocessing was never released; this follows the offic
 Choices and deliberate differences:
 - resizing is torch bilinear with align_corners=False and no antialiasing, i.e. cv2.INTER_LINEAR
   sampling, but on floats: crops keep soft values in [0, 1] (cv2 on the uint8 {0,1} array rounded
-  them back to {0,1}). The tokenizer was trained on soft bilinear masks anyway (AiT ref §1.5);
+  them back to {0,1}). The tokenizer was trained on soft bilinear masks anyway (PAPER_NOTES §1.5);
 - boxes are clamped to the image (the official LVIS path clamps x2/y2; its COCO path would fail to
   paste a box that overhangs the image);
 - `round` is Python's round (half to even), exactly as the official script.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MASK_CROP_SIZE = 64  # AiT ref §1.1: the mask tokenizer's input side
+MASK_CROP_SIZE = 64  # PAPER_NOTES §1.1: the mask tokenizer's input side
 
 
 def rounded_box(bbox_xywh: tuple[float, float, float, float], image_hw: tuple[int, int]):

@@ -1,4 +1,4 @@
-"""Paste box-relative soft masks into full images, detectron2 style (AiT ref §4.5 "Mask", step 2-3).
+"""Paste box-relative soft masks into full images, detectron2 style (PAPER_NOTES §4.5 "Mask", step 2-3).
 
 The official `InsSegHead.decode_mask` calls mmdet's copy of detectron2's `_do_paste_mask`: for every
 image pixel centre (x + 0.5, y + 0.5), map it into the box's [−1, 1] frame and bilinearly sample the

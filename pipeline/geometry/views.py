@@ -1,10 +1,10 @@
 """The view set cached per image of a dense task (depth, semantic labels): horizontal flip x crop
-x-offset (AiT ref §6.1, §7.1).
+x-offset (PAPER_NOTES §6.1, §7.1).
 
-The solver's depth augmentation (AiT ref §6.1) is: flip the full frame with p = 0.5, then take a random
+The solver's depth augmentation (PAPER_NOTES §6.1) is: flip the full frame with p = 0.5, then take a random
 square crop of side `crop_size` = the image height (480 of 480x640), i.e. only a horizontal offset
 x in [0, W - crop_size]. Colour jitter and CutDepth never touch the depth, so the target tokens are a
-function of (image, flip, x) alone and can be cached exactly (AiT ref §7.1).
+function of (image, flip, x) alone and can be cached exactly (PAPER_NOTES §7.1).
 
 A view (flip, x) is: flip the FULL depth map horizontally if `flip`, then take columns [x, x + crop)
 and all rows. The cached offsets are 0, stride, 2·stride, ... plus W − crop if not already there:
@@ -15,7 +15,7 @@ and all rows. The cached offsets are 0, stride, 2·stride, ... plus W − crop i
   changes the augmentation, not the correctness of any single target. That is the trade-off.
 
 The depth fed to the encoder is the GT with its zero holes, as at solver time in the official code
-(AiT ref §2: the targets then encode an in-painted depth).
+(PAPER_NOTES §2: the targets then encode an in-painted depth).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def dense_views(height: int, width: int, crop_size: int, stride: int, key: str =
     the crop size's param in errors."""
     if crop_size != height or crop_size > width:
         raise CacheError(f"{key} {crop_size} must equal the frame height {height} and not "
-                         f"exceed its width {width} (the solver crops a full-height square, AiT ref §6.1)")
+                         f"exceed its width {width} (the solver crops a full-height square, PAPER_NOTES §6.1)")
     return [View(flip, x) for flip in (False, True) for x in view_offsets(width, crop_size, stride)]
 
 

@@ -1,17 +1,17 @@
 """Shared image geometry of inference: sliding windows with flips for dense tasks, the letterbox for
-instances (AiT ref §5).
+instances (PAPER_NOTES §5).
 
-Dense tasks (depth, semantic labels) follow the official depth test protocol (AiT ref §5.1,
+Dense tasks (depth, semantic labels) follow the official depth test protocol (PAPER_NOTES §5.1,
 `AiT.forward_test`, `DepthHead` defaults `shift_window_test=True, shift_size=2, flip_test=True`): S x S
 windows at x = linspace(0, W − S, n), each also horizontally flipped; predictions are un-flipped and
 averaged per flip pair, then the windows are stitched by summing and dividing by the per-column count.
 Deliberate choices: n = ceil(W / S) windows (the official n = 2 for 640/480 and the demo's 160/120, and
 still a full cover for wider frames); `shift_windows=False` decodes ONE centred window and fills the
 columns it does not cover with its nearest predicted column (a cheap ablation of the sliding windows; the
-official code has no full-frame alternative, its token grid is square, ref §7.3). Every window and flip of
+official code has no full-frame alternative, its token grid is square, PAPER_NOTES §7.3). Every window and flip of
 a batch of images goes through one `predict` call.
 
-Instances (ref §4.5 / §5.2): `letterbox` resizes so the long side is `image_size` (aspect kept) and
+Instances (PAPER_NOTES §4.5 / §5.2): `letterbox` resizes so the long side is `image_size` (aspect kept) and
 zero-pads bottom/right to a square (the padding is black in both training and inference).
 
 Shapes: N images, V views per image (windows x flips), B = N·V, S crop side, H x W pixels.
@@ -42,7 +42,7 @@ def window_offsets(width: int, size: int, shift: bool = True) -> list[int]:
         return [0]
     if not shift:
         return [(width - size) // 2]
-    n = max(2, math.ceil(width / size))  # official shift_size = 2 at 640/480 (ref §5.1)
+    n = max(2, math.ceil(width / size))  # official shift_size = 2 at 640/480 (PAPER_NOTES §5.1)
     return [int(round(x)) for x in np.linspace(0, width - size, n)]
 
 

@@ -1,4 +1,4 @@
-"""NYUv2 depth metrics, as the official AiT / GLPDepth `metrics.py` (AiT ref §5.1).
+"""NYUv2 depth metrics, as the official AiT / GLPDepth `metrics.py` (PAPER_NOTES §5.1).
 
 Per image, over valid pixels (MIN_DEPTH < gt < MAX_DEPTH inside the Eigen crop), with
 d = pred − gt, e = ln pred − ln gt and thr = max(gt/pred, pred/gt):

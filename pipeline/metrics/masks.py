@@ -1,4 +1,4 @@
-"""COCO mask metrics: RLE encoding and pycocotools COCOeval AP, isolated in one module (AiT ref §1.5, §5.2).
+"""COCO mask metrics: RLE encoding and pycocotools COCOeval AP, isolated in one module (PAPER_NOTES §1.5, §5.2).
 
 All pycocotools evaluation calls live here so the rest of the code never depends on its printing or
 its result-loading quirks. pycocotools is imported inside the functions (a native extension; kept off

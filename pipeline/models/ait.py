@@ -1,7 +1,7 @@
 """The whole task-solver: a timm SwinV2 backbone feeding the AiT encoder-decoder (paper §3.2).
 
 `AiT` only composes `Backbone` and `Solver`; it adds the optimiser parameter groups of the paper's
-recipe (AiT ref §4.6): layer-wise lr decay over the Swin blocks (everything outside the backbone
+recipe (PAPER_NOTES §4.6): layer-wise lr decay over the Swin blocks (everything outside the backbone
 has scale 1) and no weight decay for 1-D parameters, biases, relative-position tables, the
 continuous position-bias MLP, logit scales and the token / task / position embeddings.
 """
@@ -52,7 +52,7 @@ def build_ait(backbone_cfg: BackboneConfig, cfg: SolverConfig, vocab: Vocab) -> 
 
 
 def param_groups(model: AiT, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
-    """AdamW groups with a layer-decayed `lr` and a `weight_decay` per parameter (AiT ref §4.6).
+    """AdamW groups with a layer-decayed `lr` and a `weight_decay` per parameter (PAPER_NOTES §4.6).
 
     The group lr already carries the layer scale, so a LambdaLR schedule multiplies it as it should.
     """
@@ -80,7 +80,8 @@ def _build_from_config(config: dict):
         if backbone.get(key) is not None:
             backbone[key] = tuple(backbone[key])
     # The weights come from the checkpoint: never download or read backbone weights here.
-    backbone |= {"pretrained": False, "weights": None}
+    backbone.pop("pretrained", None)  # the flag of checkpoints written before `init`
+    backbone |= {"init": "scratch", "weights": None}
     vocab = Vocab(**config["vocab"])
     return build_ait(BackboneConfig(**backbone), SolverConfig(**config["architecture"]), vocab), vocab
 

@@ -1,17 +1,17 @@
 """SwinV2 image backbone of the task-solver: a thin wrapper over `timm.create_model` -> NCHW stage-4 maps.
 
-Follows AiT ref §4.1: only stage 4 is used (stride 32) with the final LayerNorm applied to it. The official
+Follows PAPER_NOTES §4.1: only stage 4 is used (stride 32) with the final LayerNorm applied to it. The official
 code vendors a modified SwinV2; we import timm's (STYLE §3.6 rule 11) and pin its quirks in tests:
 `forward_features` returns NHWC, `forward_intermediates` NCHW - this module is the one NHWC->NCHW site.
 
 Input sizes (deliberate deviation, documented): the image is zero-padded at the bottom/right to a multiple
 of the total stride 32, and the timm model is built with `strict_img_size=False`, so timm pads each stage's
-map to a multiple of its window inside the attention (as the official code does per stage, ref §4.1). We
+map to a multiple of its window inside the attention (as the official code does per stage, PAPER_NOTES §4.1). We
 pad to 32 rather than to 32 x window because windows are per stage and clamped by timm to the stage size
 at `img_size`; padding the image further would only change the feature grid (e.g. 480 -> 512 gives 16x16
 instead of the official 15x15). Output grid: ceil(H/32) x ceil(W/32).
 
-Input normalisation (deliberate, ref §7.3 "normalisation inconsistencies"): the official code feeds NYU
+Input normalisation (deliberate, PAPER_NOTES §7.3 "normalisation inconsistencies"): the official code feeds NYU
 RGB in [0, 1] but ImageNet-normalises COCO, and the joint model sends both through one backbone. Here the
 backbone itself standardises every image with its timm variant's mean/std (`normalize: true`, the
 ImageNet statistics the SwinV2/SimMIM weights were trained with), so callers always pass [0, 1] RGB and
@@ -22,21 +22,19 @@ variance that lies between images is more than twice as large on real NYU frames
 (`tests/test_backbone.py::test_normalisation_keeps_images_apart_in_a_fresh_backbone` measures it).
 `normalize: false` reproduces the official NYU input.
 
-Also here: `layer_id` for layer-wise learning-rate decay (ref §4.6, official `get_num_layer_for_swin`).
+Also here: `layer_id` for layer-wise learning-rate decay (PAPER_NOTES §4.6, official `get_num_layer_for_swin`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.config import BackboneConfig
-from pipeline.data.errors import DataError
 
 
 class Backbone(nn.Module):
@@ -63,7 +61,7 @@ class Backbone(nn.Module):
         images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         images = F.pad(images, (0, -w % self.stride, 0, -h % self.stride))
         last = len(self.body.layers) - 1
-        # norm=True applies the final LayerNorm to stage 4: the "extra LayerNorm" of ref §4.1
+        # norm=True applies the final LayerNorm to stage 4: the "extra LayerNorm" of PAPER_NOTES §4.1
         (features,) = self.body.forward_intermediates(
             images, indices=[last], norm=True, intermediates_only=True
         )
@@ -71,7 +69,8 @@ class Backbone(nn.Module):
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:
-    """timm SwinV2 (classifier head removed, any input size) plus optional local weights -> Backbone."""
+    """timm SwinV2 (classifier head removed, any input size) -> Backbone, randomly initialised unless
+    `init: timm` (hub weights, needs network). Local checkpoints load through `models/pretrained.py`."""
     import timm  # heavy import (~4 s, STYLE §1.4): only where a backbone is actually built
 
     overrides = {
@@ -85,7 +84,7 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     body = timm.create_model(
         cfg.name,
-        pretrained=cfg.pretrained,
+        pretrained=cfg.init == "timm",
         features_only=False,
         num_classes=0,  # the classifier head is unused: no parameters for it
         **({} if cfg.img_size is None else {"img_size": cfg.img_size}),
@@ -93,52 +92,8 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
         drop_path_rate=cfg.drop_path_rate,
         **overrides,
     )
-    if cfg.weights is not None:
-        load_weights(body, cfg.weights)
     body.set_grad_checkpointing(cfg.grad_checkpointing)
     return Backbone(body, cfg.normalize)
-
-
-def _read_state(path: Path) -> Mapping:
-    """The tensors of a local weights file; a missing or unreadable file is one `DataError` line."""
-    if not path.is_file():
-        raise DataError(f"{path}: backbone weights not found (solver.backbone.weights)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # safetensors, pickle and zip readers each raise their own types
-        raise DataError(f"{path}: unreadable backbone weights ({type(e).__name__})") from None
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and set(state) == {key}:
-            state = state[key]
-    if not isinstance(state, Mapping):
-        raise DataError(f"{path}: backbone weights are not a state dict")
-    return state
-
-
-def load_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a local safetensors / torch state dict into the timm model strictly; DataError on mismatch.
-
-    A `{"model": ...}` or `{"state_dict": ...}` wrapper is unwrapped and classifier `head.*` keys are dropped;
-    key remapping of foreign checkpoints (e.g. the official SimMIM ones) is NOT done here.
-    """
-    state = _read_state(Path(path))
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    expected = body.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise DataError(
-            f"backbone weights {path} do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} shape mismatches "
-            f"(e.g. {wrong[:3]})"
-        )
-    body.load_state_dict(state)
 
 
 def num_lr_layers(depths: Sequence[int]) -> int:
@@ -154,7 +109,7 @@ def layer_id(param_name: str, depths: Sequence[int], prefix: str = "") -> int:
     """Layer-decay group of a parameter: 0 for the patch embed ... num_lr_layers-1 outside the backbone.
 
     `prefix` is where the timm model sits in the caller's module (e.g. "backbone.body."). Numbering as the
-    official `get_num_layer_for_swin` (ref §4.6): every stage but the last counts depth+1 layers (its patch
+    official `get_num_layer_for_swin` (PAPER_NOTES §4.6): every stage but the last counts depth+1 layers (its patch
     merging); the official merging sits at the END of stage s, timm's at the START of stage s+1, so timm's
     `layers.{s}.downsample` gets the official id of stage s-1's merging. The final norm is "the rest".
     With depths (2, 2, 18, 2): 29 groups, lr scale = decay ** (28 - layer_id).

@@ -1,4 +1,4 @@
-"""EMA vector quantiser of the AiT VQ-VAE tokenizers (AiT ref §1.2; van den Oord et al. 2017, App. A.1).
+"""EMA vector quantiser of the AiT VQ-VAE tokenizers (PAPER_NOTES §1.2; van den Oord et al. 2017, App. A.1).
 
 Shape letters: B batch, D code dim, h x w latent grid, K codebook size, N = B·h·w latent vectors.
 
@@ -10,9 +10,9 @@ What it does, as in the official `VectorQuantizerEMA` (vae/models/VQVAE.py):
 - loss = commitment (0.25) · MSE(stopgrad(quantized), latents); straight-through estimator.
 
 Deliberate differences:
-- distances are computed in fp32 even under autocast (the official solver ran them under fp16; AiT ref §7.2);
+- distances are computed in fp32 even under autocast (the official solver ran them under fp16; PAPER_NOTES §7.2);
 - the batch counts and sums are all-reduced before the EMA update, so every rank keeps the same
-  codebook (the official code does not, and each GPU drifts to its own codebook; AiT ref §1.2, §7.2);
+  codebook (the official code does not, and each GPU drifts to its own codebook; PAPER_NOTES §1.2, §7.2);
 - optional dead-code restart (off by default, as in the paper): codes whose EMA count falls below
   `dead_code_threshold` are re-seeded from random batch latents chosen on rank 0.
 """
@@ -53,7 +53,7 @@ class VectorQuantizerEMA(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.all_reduce = all_reduce or runtime.all_reduce_sum
         self.broadcast = broadcast or runtime.broadcast_from_rank0
-        # AiT ref §1.2: buffers, not parameters; codebook and ema_w are independent N(0,1) draws.
+        # PAPER_NOTES §1.2: buffers, not parameters; codebook and ema_w are independent N(0,1) draws.
         # Ranks must build these from the same seed (or let DDP sync buffers at wrap time).
         self.register_buffer("codebook", torch.randn(num_embeddings, dim))
         self.register_buffer("ema_w", torch.randn(num_embeddings, dim))
@@ -69,7 +69,7 @@ class VectorQuantizerEMA(nn.Module):
         with torch.autocast(device_type=flat.device.type, enabled=False):
             x = flat.float()
             cb = self.codebook.float()
-            # Expanded form as in the reference; cancellation-prone, hence fp32 (AiT ref §1.2).
+            # Expanded form as in the reference; cancellation-prone, hence fp32 (PAPER_NOTES §1.2).
             dist = x.pow(2).sum(1, keepdim=True) + cb.pow(2).sum(1) - 2.0 * (x @ cb.t())  # (N, K)
             return dist.argmin(dim=1)
 
@@ -111,7 +111,7 @@ class VectorQuantizerEMA(nn.Module):
         stats = torch.zeros(K, D + 1, device=flat.device, dtype=torch.float32)
         stats[:, :D].index_add_(0, indices, flat)
         stats[:, D].index_add_(0, indices, torch.ones_like(indices, dtype=torch.float32))
-        # Deliberate fix (AiT ref §1.2): sum over ranks BEFORE the update so all codebooks stay identical.
+        # Deliberate fix (PAPER_NOTES §1.2): sum over ranks BEFORE the update so all codebooks stay identical.
         stats = self.all_reduce(stats)
         dw, counts = stats[:, :D], stats[:, D]
         self.last_counts.copy_(counts)

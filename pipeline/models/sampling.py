@@ -1,10 +1,10 @@
 """Per-step token choice for the task-solver: legal-range masking, greedy and nucleus (top-p) sampling.
 
-Follows AiT ref §3.1 / §4.5: at inference the logits are always restricted to the sub-range legal for the
+Follows PAPER_NOTES §3.1 / §4.5: at inference the logits are always restricted to the sub-range legal for the
 position (box bins, class ids, mask or depth codes) before choosing; `top_p=0` is greedy argmax (depth),
 `top_p>0` is nucleus sampling (0.3 insseg, 0.4 detection). Deliberate deviations: sampling draws from an
 explicit `torch.Generator` (the official code uses the global RNG, so COCO results are not reproducible,
-ref §7.2), and the nucleus filter is vectorised instead of a Python loop over the batch.
+PAPER_NOTES §7.2), and the nucleus filter is vectorised instead of a Python loop over the batch.
 
 Shapes: B batch, L sequence length, V vocabulary size.
 """
@@ -48,7 +48,7 @@ def decoding_plan(
 ) -> tuple[Tensor, Tensor]:
     """Per-position kinds (a pattern tiled to `length`) -> legal (L, V) bool and soft (L,) bool.
 
-    A position is soft (next input = softmax(restricted logits) @ token embeddings, AiT ref §3.1) when all
+    A position is soft (next input = softmax(restricted logits) @ token embeddings, PAPER_NOTES §3.1) when all
     of its kinds are in `soft_kinds`; e.g. the insseg pattern is 4 x ("coord",), ("class",), 16 x ("mask",)
     with soft_kinds={"mask"}, and depth is [("depth",)] with soft_kinds={"depth"}.
     """

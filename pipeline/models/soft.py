@@ -1,10 +1,10 @@
-"""Soft token lookup: a probability-weighted average of table rows (AiT paper §3.3, AiT ref §3).
+"""Soft token lookup: a probability-weighted average of table rows (AiT paper §3.3, PAPER_NOTES §3).
 
 The same operation serves both soft-token sites of AiT:
 - the detokenizer (`VQVAE.decode_soft`): softmax(τ·logits) @ codebook, τ = 0.8 for depth, 1.0 for masks;
 - the task-solver's next-step input: softmax(logits) @ token embeddings (τ = 1).
 
-Note that τ *multiplies* the logits as in the official `decode_soft`: τ < 1 is softer (AiT ref §3.2).
+Note that τ *multiplies* the logits as in the official `decode_soft`: τ < 1 is softer (PAPER_NOTES §3.2).
 """
 
 from __future__ import annotations

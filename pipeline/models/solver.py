@@ -1,16 +1,16 @@
 """The AiT task-solver transformer: encoder over backbone features + token decoder with a tied vocabulary.
 
-Follows AiT ref §4.2 (official `ARTransformer`, `ait/code/model/transformer.py`), §3.1 (soft token as the
+Follows PAPER_NOTES §4.2 (official `ARTransformer`, `ait/code/model/transformer.py`), §3.1 (soft token as the
 next decoder input) and §4.4 (parallel decoder "AiT-P"). Paper: §3.2-3.3.
 - Encoder: stage-4 features -> Dropout, Linear, LayerNorm, + fixed 2-D sine positions -> N pre-LN blocks
   -> LayerNorm, Linear, LayerNorm, + the sine positions again -> residual MLP = memory.
 - Decoder input: [task embedding, embeddings of the shifted targets] + a learned positional table per
   task; N pre-LN blocks (causal self-attn, cross-attn, MLP); final LayerNorm; logits tied to the token
-  embeddings plus a bias. Training CE over the full vocabulary is the caller's business (ref §4.3).
+  embeddings plus a bias. Training CE over the full vocabulary is the caller's business (PAPER_NOTES §4.3).
 - Parallel (AiT-P): one learned `mask_embed` replaces EVERY token input embedding, in training and at
   inference; the causal mask is kept, so one forward pass equals the step-by-step loop.
 Deliberate deviations: inference caches self-attention keys/values and computes the memory keys/values
-once; the parallel decoder is one pass at inference (the official code loops, ref §4.4); sampling uses an
+once; the parallel decoder is one pass at inference (the official code loops, PAPER_NOTES §4.4); sampling uses an
 explicit generator. Parameter names map to the official ones: task_embed=det_embed, token_embed=voc_embed,
 pos_embed=dec_embed, out_bias=outp_bias (num_tasks=4 reproduces the official 4-slot tables).
 
@@ -43,21 +43,21 @@ class SolverConfig(SolverModelConfig):
     """The full architecture: the user's choices, the run's decoder and numbers derived from the data."""
 
     parallel: bool = False  # AiT-P (paper Table 9): one learned input embedding, one-pass inference
-    max_seq_len: int = 2100  # 100 objects x 21 tokens (ref §4.5); depth uses 225
+    max_seq_len: int = 2100  # 100 objects x 21 tokens (PAPER_NOTES §4.5); depth uses 225
     # task embedding / position table slots: the registry's task ids + 1 (`tasks.registry.TASK_SLOTS`: det 0,
-    # insseg 1, depth 2 as ref §9, semseg 3), as many as the official tables have
+    # insseg 1, depth 2 as PAPER_NOTES §9, semseg 3), as many as the official tables have
     num_tasks: int = 4
 
 
 class Solver(nn.Module):
-    """Encoder-decoder of AiT ref §4.2; `encode` once per image, then `forward` / `generate`."""
+    """Encoder-decoder of PAPER_NOTES §4.2; `encode` once per image, then `forward` / `generate`."""
 
     def __init__(self, cfg: SolverConfig, vocab_size: int, backbone_channels: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
         dim, blocks = cfg.dim, (cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.drop_path)
-        # encoder (ref §4.2 encoder steps 2-7; official attribute names)
+        # encoder (PAPER_NOTES §4.2 encoder steps 2-7; official attribute names)
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.input_proj = nn.Linear(backbone_channels, dim)
         self.stem_ln = nn.LayerNorm(dim)
@@ -92,7 +92,7 @@ class Solver(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
-        """Embedding tables exempt from weight decay (ref §4.6); 1-D params are the optimizer's rule."""
+        """Embedding tables exempt from weight decay (PAPER_NOTES §4.6); 1-D params are the optimizer's rule."""
         names = ("task_embed", "token_embed", "pos_embed", "mask_embed")
         return {n for n in names if getattr(self, n) is not None}
 
@@ -111,7 +111,7 @@ class Solver(nn.Module):
         x = x + pos  # added once at the input (qk_pos=False)
         for block in self.encoder:
             x = block(x)
-        x = self.proj_ln(self.proj(self.encout_ln(x))) + pos  # the sine positions again (ref §4.2 step 6)
+        x = self.proj_ln(self.proj(self.encout_ln(x))) + pos  # the sine positions again (PAPER_NOTES §4.2 step 6)
         return x + self.proj_mlp_drop_path(self.proj_mlp(self.proj_mlp_ln(x)))
 
     # ---------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class Solver(nn.Module):
         """
         if (tokens_in is None) == (input_embeds is None):
             raise ValueError("pass exactly one of tokens_in / input_embeds")
-        if self.mask_embed is not None:  # AiT-P: inputs carry position only (ref §4.4)
+        if self.mask_embed is not None:  # AiT-P: inputs carry position only (PAPER_NOTES §4.4)
             batch, steps = (tokens_in if tokens_in is not None else input_embeds).shape[:2]
             embeds = self.mask_embed.expand(batch, steps, -1)
         else:
@@ -161,7 +161,7 @@ class Solver(nn.Module):
         """Auto-regressive decoding with a KV cache -> tokens (B, length) int64, raw logits (B, length, V).
 
         `kinds` is a per-position pattern of token kinds (tiled to `length`, needs `vocab`; positions whose
-        kinds are all in `soft_kinds` feed the soft token, ref §3.1) or a (P, V) bool legal mask tiled to
+        kinds are all in `soft_kinds` feed the soft token, PAPER_NOTES §3.1) or a (P, V) bool legal mask tiled to
         `length` with optional (P,) bool `soft_positions`. Each step restricts the logits to the legal
         tokens, then chooses greedily (top_p=0) or by nucleus sampling with `generator`.
         """
@@ -210,7 +210,7 @@ class Solver(nn.Module):
         if self.mask_embed is not None:
             return self.mask_embed.expand(token.shape[0], -1)
         if soft:
-            # softmax over the legal sub-range only (-inf elsewhere gives exact zeros) @ embeddings (ref §3.1)
+            # softmax over the legal sub-range only (-inf elsewhere gives exact zeros) @ embeddings (PAPER_NOTES §3.1)
             return restricted.softmax(dim=-1) @ self.token_embed
         return self.token_embed[token]
 

@@ -1,6 +1,6 @@
 """Layers of the AiT task-solver transformer: 2-D sine positions, attention, pre-LN blocks, KV cache.
 
-Follows AiT ref §4.2 (official `ait/code/model/transformer.py`, `Attention` / `EncoderBlock` /
+Follows PAPER_NOTES §4.2 (official `ait/code/model/transformer.py`, `Attention` / `EncoderBlock` /
 `DecoderBlock` / `ARTransformer.add_enc_embed`):
 - attention has separate q/k/v projections with bias and an output projection, no attention dropout;
 - the MLP is Linear-GELU-Dropout-Linear (timm `Mlp` with `drop=(dropout, 0)`);
@@ -26,8 +26,8 @@ def sine_positions_2d(
     """Fixed 2-D sine encoding, (height*width, dim) float32, row-major; first dim/2 channels encode y.
 
     Integer (un-normalised) positions; each half interleaves sin/cos pairs sharing a frequency
-    temperature^(2*(i//2)/(dim/2)), as `add_enc_embed(pos_enc='sine')` (AiT ref §4.2 step 3). Works for
-    any height x width, so a 15x20 feature map needs no new table (ref §7.3).
+    temperature^(2*(i//2)/(dim/2)), as `add_enc_embed(pos_enc='sine')` (PAPER_NOTES §4.2 step 3). Works for
+    any height x width, so a 15x20 feature map needs no new table (PAPER_NOTES §7.3).
     """
     if dim % 4:
         raise ValueError(f"sine positions need dim divisible by 4, got {dim}")
@@ -122,7 +122,7 @@ class KVCache:
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN self-attention + MLP block (AiT ref §4.2 encoder step 4)."""
+    """Pre-LN self-attention + MLP block (PAPER_NOTES §4.2 encoder step 4)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, drop_path: float) -> None:
         super().__init__()
@@ -139,7 +139,7 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-LN causal self-attention, cross-attention to the memory, MLP (AiT ref §4.2 decoder)."""
+    """Pre-LN causal self-attention, cross-attention to the memory, MLP (PAPER_NOTES §4.2 decoder)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, drop_path: float) -> None:
         super().__init__()

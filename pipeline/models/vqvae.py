@@ -1,4 +1,4 @@
-"""Convolutional VQ-VAE tokenizer/detokenizer of AiT (paper §3.1; AiT ref §1.1, §9).
+"""Convolutional VQ-VAE tokenizer/detokenizer of AiT (paper §3.1; PAPER_NOTES §1.1, §9).
 
 Shape letters: B batch, C channels (1), H x W input, h x w = H/r x W/r latent grid, D code dim,
 K codebook size, r downsample ratio, L = log2(r) − 1 extra stride-2 stages.
@@ -18,7 +18,7 @@ state-dict indices match it, see `from_official_state_dict`):
 Deliberate differences:
 - the paper says kernel 3; we follow the code (kernel 4, pad 1), which the parameter counts pin;
 - `decode` works on any h x w grid (the official hard decode assumes a square sqrt(n) grid, which is why
-  its depth inference used two 480² windows; AiT ref §7.3). A 480x640 map gives a 15x20 grid;
+  its depth inference used two 480² windows; PAPER_NOTES §7.3). A 480x640 map gives a 15x20 grid;
 - one config with explicit (hidden_dim, downsample_ratio, K, D); the official second copy in the solver
   re-derived these from (mask_size, token_length) with a different meaning of `hidden_dim`.
 """
@@ -36,7 +36,7 @@ from pipeline.config import VQVAEConfig
 from pipeline.models.quantizer import VectorQuantizerEMA
 from pipeline.models.soft import soft_lookup
 
-# AiT ref §1.1 table: the two tokenizers of the paper.
+# PAPER_NOTES §1.1 table: the two tokenizers of the paper.
 DEPTH_VQVAE = VQVAEConfig(hidden_dim=16, downsample_ratio=32, num_embeddings=128, embedding_dim=512)
 MASK_VQVAE = VQVAEConfig(
     hidden_dim=16, downsample_ratio=16, num_embeddings=128, embedding_dim=512, input_scale="symmetric"
@@ -87,7 +87,7 @@ def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    """conv3-ReLU-conv3-ReLU-conv1 plus identity; no norm, no ReLU after the add (AiT ref §1.1)."""
+    """conv3-ReLU-conv3-ReLU-conv1 plus identity; no norm, no ReLU after the add (PAPER_NOTES §1.1)."""
 
     def __init__(self, chan: int) -> None:
         super().__init__()
@@ -134,7 +134,7 @@ class VQVAE(nn.Module):
         self.cfg = cfg
         self.encoder = _encoder(cfg)
         self.decoder = _decoder(cfg)
-        # AiT ref §1.2: EMA decay 0.99, eps 1e-5, commitment 0.25 (hard-coded in the official solver copy).
+        # PAPER_NOTES §1.2: EMA decay 0.99, eps 1e-5, commitment 0.25 (hard-coded in the official solver copy).
         self.quantizer = VectorQuantizerEMA(
             cfg.num_embeddings,
             cfg.embedding_dim,
@@ -142,7 +142,7 @@ class VQVAE(nn.Module):
             all_reduce=all_reduce,
         )
 
-    # Input/output scaling (AiT ref §1.1 `use_norm`): masks live in [-1, 1] inside the network.
+    # Input/output scaling (PAPER_NOTES §1.1 `use_norm`): masks live in [-1, 1] inside the network.
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Data space -> network space (identity for depth, x -> 2x − 1 for masks, `(B, 1, H, W)` ids
         -> `(B, N, H, W)` one-hot for onehot)."""
@@ -176,7 +176,7 @@ class VQVAE(nn.Module):
 
     def decode_soft(self, logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """`(B, K, h, w)` logits -> `(B, C, h·r, w·r)` = decoder(softmax(tau·logits) @ codebook)."""
-        # AiT ref §3.2: a convex combination of codebook vectors per position, straight into the decoder.
+        # PAPER_NOTES §3.2: a convex combination of codebook vectors per position, straight into the decoder.
         codes = soft_lookup(logits.permute(0, 2, 3, 1), self.quantizer.codebook, tau)  # (B, h, w, D)
         return self.denormalize(self.decoder(codes.permute(0, 3, 1, 2)))
 
@@ -193,6 +193,6 @@ def from_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, tor
     """An official AiT VQ-VAE state dict (`ckpt["weights"]`, maybe `module.`-prefixed) -> ours."""
     out = {}
     for key, value in state.items():
-        key = key.removeprefix("module.")  # saved from a DDP wrapper (AiT ref §1.4)
+        key = key.removeprefix("module.")  # saved from a DDP wrapper (PAPER_NOTES §1.4)
         out[_OFFICIAL_KEYS.get(key, key)] = value
     return out

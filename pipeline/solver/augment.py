@@ -5,7 +5,7 @@ ops are drawn there too (one small row per image, from the worker's generator) b
 the training device, to uint8 images that cost the loader no float work and the host-to-device copy a
 quarter of the bytes.
 
-- depth (AiT ref §6.1): a horizontal flip of the full frame and a crop of columns [x, x + S) over all
+- depth (PAPER_NOTES §6.1): a horizontal flip of the full frame and a crop of columns [x, x + S) over all
   rows, exactly the views the cache tokenised; the solver draws one of the CACHED views, so with a
   coarse `cache.depth.crop_stride` the crop offsets are snapped to that grid (stride 1 is exact).
   On the RGB only (the depth target and its cached tokens are never touched), in the official order:
@@ -23,7 +23,7 @@ quarter of the bytes.
 Deliberate deviations from the official depth recipe:
 - CutDepth writes depth / 10 m (the NYU cap, clipped to [0, 1]; holes stay 0) into the strip. The
   official code writes depth in mm into a uint8 image, which wraps modulo 256 (1000 mm -> 232): a bug
-  we do not copy (AiT ref §7.3). It fires with probability `cutdepth_p` instead of on every 4th call
+  we do not copy (PAPER_NOTES §7.3). It fires with probability `cutdepth_p` instead of on every 4th call
   of each worker process, so the rate does not depend on the number of workers;
 - the photometric ops work on float RGB in [0, 1], not on uint8, so nothing is rounded between them
   and hue is continuous (OpenCV's uint8 hue has 2° steps); their parameters are albumentations'
@@ -53,7 +53,7 @@ DEPTH_DRAW_SIZE = 11
 def draw_depth(cfg: DepthAugmentConfig, frame_width: int, flip: int, x: int,
                rng: np.random.Generator) -> np.ndarray:
     """The augmentation of one depth view as a (DEPTH_DRAW_SIZE,) float32 row, drawn in the official
-    order (CutDepth on the full frame, then brightness/contrast, gamma, HSV; AiT ref §6.1).
+    order (CutDepth on the full frame, then brightness/contrast, gamma, HSV; PAPER_NOTES §6.1).
 
     CutDepth: one coin U(0, 1) < cutdepth_p, then α, β ~ U(0, 1); on the full frame of width W the strip
     is columns [l, l + w), l = ⌊α·W⌋, w = max(⌊(W − α·W)·β·0.75⌋, 1), as the official code; it precedes

@@ -27,7 +27,8 @@ from pipeline.io import atomic_dir, write_json, write_json_atomic
 from pipeline.live import open_live
 from pipeline.models.ait import load_solver
 from pipeline.params import from_dict, load_section
-from pipeline.tasks.base import SolverEval, Task, read_split
+from pipeline.runtime import destroy_distributed, init_distributed
+from pipeline.tasks.base import SolverEval, SolverResult, Task, read_split
 from pipeline.tasks.registry import get_task
 from pipeline.tokens.manifest import check_tokenizer, read_manifest
 from pipeline.viz import save_png
@@ -87,13 +88,26 @@ def evaluate_task(task: Task, model, vocab, config: dict, paths: EvalPaths, opts
 
 def evaluate_run(run: str, paths: EvalPaths, opts: EvalConfig, device: torch.device,
                  progress: Callable[[str], Any] = lambda label: contextlib.nullcontext(None)) -> dict:
-    """Score the checkpoint of `run` on each of its tasks; write every output; returns the metrics."""
-    model, vocab, config = load_solver(paths.model_dir)
-    if config.get("run") != run:
-        raise DataError(f"{paths.model_dir}: holds run {config.get('run')!r}, not {run!r}")
-    model.to(device)
-    results = {name: evaluate_task(get_task(name), model, vocab, config, paths, opts, progress)
-               for name in config["tasks"]}
+    """Score the checkpoint of `run` on each of its tasks; write every output; returns the metrics.
+
+    Under several processes (torchrun, `AIT_NPROC`) each decodes its share of the held-out batches and
+    rank 0 merges, scores and writes; the metrics equal one process's. The other ranks return {}."""
+    info = init_distributed(device.type)
+    try:
+        model, vocab, config = load_solver(paths.model_dir)
+        if config.get("run") != run:
+            raise DataError(f"{paths.model_dir}: holds run {config.get('run')!r}, not {run!r}")
+        model.to(device)
+        results = {name: evaluate_task(get_task(name), model, vocab, config, paths, opts, progress)
+                   for name in config["tasks"]}
+    finally:
+        destroy_distributed()
+    if info.rank != 0:
+        return {}
+    return _write(run, results, paths)
+
+
+def _write(run: str, results: dict[str, SolverResult], paths: EvalPaths) -> dict:
     metrics = {name: r.metrics for name, r in results.items()}
     with atomic_dir(paths.out) as tmp:
         write_json(tmp / "metrics.json", metrics)

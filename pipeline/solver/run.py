@@ -26,9 +26,10 @@ import webdataset as wds
 from pipeline import checkpoint
 from pipeline.config import BackboneConfig, ConfigError, SolverModelConfig, SolverRunConfig
 from pipeline.data.errors import DataError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, sha256_file
 from pipeline.live import log_step, open_live
 from pipeline.models.ait import build_ait, param_groups, solver_config
+from pipeline.models.pretrained import initialise
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.params import load_section, load_value, load_variant
 from pipeline.runtime import destroy_distributed, init_distributed, seed_everything, wrap_ddp
@@ -74,15 +75,25 @@ def load_run(params: Path, run: str) -> RunSpec:
     variants = {t: load_value(params, f"tokenizer.solver_variants.{t}") for t in cfg.tasks}
     for t in tasks:
         load_variant(params, variants[t], t, f"tokenizer.solver_variants.{t}")
-    return RunSpec(run, cfg, tasks, variants, load_section(params, "solver.backbone", BackboneConfig),
+    return RunSpec(run, cfg, tasks, variants, run_init(load_section(params, "solver.backbone", BackboneConfig),
+                                                       cfg, run),
                    load_section(params, "solver.model", SolverModelConfig),
                    load_value(params, "solver.num_bins"), load_value(params, "solver.spare_codes"),
                    load_value(params, "base.seed"))
 
 
+def run_init(shared: BackboneConfig, cfg: SolverRunConfig, run: str) -> BackboneConfig:
+    """The run's backbone config (its `backbone` overrides on the shared section), which must say where the
+    weights start: a checkpoint, or scratch on purpose (PAPER_NOTES §4.6: no paper run starts at random)."""
+    own = cfg.backbone.init is not None or cfg.backbone.weights is not None
+    backbone = cfg.backbone.apply(shared)
+    backbone.check_initialised(f"solver.runs.{run}.backbone" if own else "solver.backbone")
+    return backbone
+
+
 def run_backbone(backbone: BackboneConfig, spec: RunSpec, caches: dict[str, CacheInfo]) -> BackboneConfig:
     """The backbone config of a run: built for its largest input side (timm fixes each stage's window and
-    shift at build time, so a 640² instance run must not be built for 480²: AiT ref §4.1 shifts all four
+    shift at build time, so a 640² instance run must not be built for 480²: PAPER_NOTES §4.1 shifts all four
     stages on COCO; depth at 480² has one window, no shift, in stages 3-4)."""
     if backbone.img_size is not None:
         raise ConfigError("solver.backbone.img_size: derived from each run's input side (the dense crop, "
@@ -140,6 +151,7 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
     arch = solver_config(spec.model, length, spec.cfg.parallel, TASK_SLOTS)
     backbone = run_backbone(spec.backbone, spec, caches)
     model = build_ait(backbone, arch, vocab)  # same seed on every rank -> same initial weights
+    init = start_weights(model, backbone, echo if info.rank == 0 else lambda line: None)
     heads = {t: loss_adapter(tasks[t], caches[t], paths.tokenizers / spec.variants[t], cfg)
              for t, cfg in spec.tasks.items()}
     cfg = spec.cfg
@@ -171,7 +183,7 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
     if info.rank != 0:
         return None
     meta = {"kind": "ait_solver", "run": spec.name, "tasks": list(spec.tasks),
-            "backbone": dataclasses.asdict(backbone), "vocab": dataclasses.asdict(vocab),
+            "backbone": dataclasses.asdict(backbone), "init": init, "vocab": dataclasses.asdict(vocab),
             "tokenizers": {t: {"variant": spec.variants[t], "hash": caches[t].tokenizer_hash}
                            for t in spec.tasks},
             "task_configs": {t: dataclasses.asdict(c) for t, c in spec.tasks.items()}, "steps": cfg.steps}
@@ -179,6 +191,19 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
         config = checkpoint.save(tmp, model, arch, meta)
     shutil.rmtree(paths.state_dir, ignore_errors=True)  # finished: nothing left to resume
     return {"loss": last.get("loss", float("nan")), "hash": config["content_hash"]}
+
+
+def start_weights(model, backbone: BackboneConfig, echo: Callable[[str], None]) -> dict:
+    """Load the run's pretrained checkpoint, if it names one, into the backbone (and the encoder when the
+    file carries this project's); returns what the checkpoint's config.json records about the start."""
+    if backbone.weights is None:
+        return {"init": backbone.init}
+    report = initialise(model.backbone, backbone.weights, model.solver)
+    for line in report.lines():
+        echo(line)
+    return {"init": "checkpoint", "sha256": sha256_file(Path(backbone.weights)), "layout": report.layout,
+            "backbone_tensors": report.backbone_tensors, "encoder_tensors": report.encoder_tensors,
+            "unused": report.unused}
 
 
 def _save_if_rank0(rank: int, paths: RunPaths, print_: str, model, optimizer, scheduler, generator,

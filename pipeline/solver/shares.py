@@ -5,7 +5,7 @@ gets n_t(r) = ⌊B_t / W⌋ images of t, plus one of the B_t mod W left over; th
 are dealt in turn from where the previous task's stopped, so every rank holds ⌊N / W⌋ or ⌈N / W⌉
 images. A task's batch need not divide W: the paper's joint step (60 COCO + 4 NYU) runs on 8 ranks as
 ranks 0-3 with 1 NYU + 7 COCO images and ranks 4-7 with 8 COCO images (the official sampler deals the
-64 images one per GPU, AiT ref §4.6 "Joint training arithmetic").
+64 images one per GPU, PAPER_NOTES §4.6 "Joint training arithmetic").
 
 Each rank computes the mean loss of its own images per task; DDP averages gradients over the ranks. The
 official loss of a step is therefore Σ_t w_t · (images of t / N) · mean loss of t: a task weighs by its

@@ -3,7 +3,7 @@
 `TrainStep` is the module DDP wraps: a single forward computes every task's loss (each task's
 `Task.loss_adapter`) and returns their weighted sum, so joint training is one forward and one backward per
 step whatever the number of tasks. The frozen tokenizers live inside it without gradients: the aux
-losses differentiate through their decoders into the logits only (AiT ref §3.3).
+losses differentiate through their decoders into the logits only (PAPER_NOTES §3.3).
 
 """
 

@@ -2,7 +2,7 @@
 
 Per step: one batch per task → `TrainStep` (one forward, weighted task losses) → backward → global
 grad-norm clipping → AdamW with layer-wise lr decay → LambdaLR schedule (warm-up, step or linear decay;
-AiT ref §4.6). bf16 autocast on CUDA only; the VQ math and the losses run in fp32 inside the heads.
+PAPER_NOTES §4.6). bf16 autocast on CUDA only; the VQ math and the losses run in fp32 inside the heads.
 
 Resume: every `checkpoint_every` steps rank 0 writes `state.pt` atomically (model, optimizer,
 scheduler, step, RNG states, and a fingerprint of the run's configuration and inputs) into the state

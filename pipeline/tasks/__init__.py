@@ -1,12 +1,12 @@
 """Task adapters of the AiT task-solver: labels -> token sequences, loss, outputs -> predictions.
 
 One module per task, in the spirit of big_vision's UViM "task-adapter trio" (STYLE §1.3):
-- `depth`: NYUv2 depth, 225 depth codes in raster order (AiT ref §4.4);
-- `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (AiT ref §4.5;
+- `depth`: NYUv2 depth, 225 depth codes in raster order (PAPER_NOTES §4.4);
+- `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (PAPER_NOTES §4.5;
   `insseg_sequence`), with its helper `noise` (noise objects; mask pasting is `geometry/paste.py`);
 - `semseg`: per-pixel classes (NYU), class-map codes in raster order, the dense discrete case.
 
-This file holds the sequence helpers the tasks share: the full-vocabulary cross-entropy sum (AiT ref
+This file holds the sequence helpers the tasks share: the full-vocabulary cross-entropy sum (PAPER_NOTES
 §4.3: training CE is never restricted to the legal sub-range), the token accuracy, and the raster order
 and code logits of the dense tasks. The task protocol is `base.py`, the registry `registry.py`.
 Everything here is pure tensor code: no file I/O, no params.
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100  # the official target padding / "not supervised" value (AiT ref §4.3, §4.5)
+IGNORE_INDEX = -100  # the official target padding / "not supervised" value (PAPER_NOTES §4.3, §4.5)
 
 
 def num_supervised(targets: Tensor) -> Tensor:
@@ -29,7 +29,7 @@ def num_supervised(targets: Tensor) -> Tensor:
 def sequence_ce_sum(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
     """(B, L, V) logits, (B, L) targets, optional (B, L) weights -> scalar Σ w·CE over supervised targets.
 
-    Computed in fp32 outside autocast: the official code forces the sequence losses to fp32 (ref §4.6).
+    Computed in fp32 outside autocast: the official code forces the sequence losses to fp32 (PAPER_NOTES §4.6).
     """
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match targets {tuple(targets.shape)}")
@@ -61,7 +61,7 @@ def token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
 
 def raster_sequence(indices: Tensor, vocab, kind: str) -> tuple[Tensor, Tensor]:
     """(B, h, w) local codes of a dense task -> tokens_in (B, L−1) = targets[:, :-1], targets (B, L) in
-    row-major raster order (AiT ref §4.4); position 0 of the decoder input is the task embedding."""
+    row-major raster order (PAPER_NOTES §4.4); position 0 of the decoder input is the task embedding."""
     if indices.ndim != 3:
         raise ValueError(f"expected (B, h, w) {kind} indices, got shape {tuple(indices.shape)}")
     targets = vocab.to_global(indices.long().flatten(1), kind)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from pipeline.data.errors import DataError
 from pipeline.io import read_jsonl
+from pipeline.runtime import dist_info, gather_to_rank0
 
 Progress = Callable[[int, int], None]
 Panel = tuple[str, np.ndarray]  # (sample key, (H, W, 3) uint8 picture)
@@ -54,6 +55,24 @@ def chunks(records: Sequence[dict], size: int) -> Iterable[Sequence[dict]]:
     """Consecutive slices of at most `size` (>= 1) records: the evaluation batches."""
     for start in range(0, len(records), max(size, 1)):
         yield records[start : start + max(size, 1)]
+
+
+def sharded_chunks(records: Sequence[dict], size: int, fn: Callable[[int, Sequence[dict]], Any],
+                   progress: Progress | None = None) -> list | None:
+    """Evaluation across processes: `fn(index of the first record, batch)` for every batch of `size`
+    records, batch k on rank k mod world size, so each batch, and each image's prediction, is the one a
+    single process computes. The results come back in batch order on rank 0; None on the other ranks."""
+    info = dist_info()
+    batches = list(chunks(records, size))
+    mine = range(info.rank, len(batches), info.world_size)
+    total, done, results = sum(len(batches[k]) for k in mine), 0, []
+    for k in mine:
+        results.append((k, fn(k * max(size, 1), batches[k])))
+        done += len(batches[k])
+        if progress:
+            progress(done, total)
+    gathered = gather_to_rank0(results)
+    return None if gathered is None else [result for _, result in sorted(gathered, key=lambda kr: kr[0])]
 
 
 class LossAdapter(Protocol):
@@ -106,13 +125,13 @@ class Task:
     """Base of the task modules; every method below is implemented by each registered task."""
 
     name: ClassVar[str]
-    task_id: ClassVar[int]  # row of the solver's task embedding (AiT ref §9: det 0, insseg 1, depth 2)
+    task_id: ClassVar[int]  # row of the solver's task embedding (PAPER_NOTES §9: det 0, insseg 1, depth 2)
     code_kind: ClassVar[str]  # the vocabulary range of its codebook (`Vocab.ranges`)
     splits: ClassVar[tuple[str, str]]  # (training, held-out) prepared splits
     solver_config: ClassVar[type]  # params solver.<task>
     cache_config: ClassVar[type]  # params cache.<task>
     infer_config: ClassVar[type]  # params evaluate.<task>
-    soft_kinds: ClassVar[frozenset[str]]  # kinds fed back as soft tokens at inference (ref §3.1)
+    soft_kinds: ClassVar[frozenset[str]]  # kinds fed back as soft tokens at inference (PAPER_NOTES §3.1)
     tokenizer_metric: ClassVar[tuple[str, str, str]]  # (metrics key, headline name, label) of its
     # reconstruction score
     cache_fields: ClassVar[dict[str, Callable[[bytes], Any]]] = {}  # decoders of its cached label files

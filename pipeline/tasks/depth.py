@@ -1,17 +1,17 @@
-"""The depth task: depth codes -> token sequence, loss, logits/tokens -> depth (AiT ref §4.4, §3).
+"""The depth task: depth codes -> token sequence, loss, logits/tokens -> depth (PAPER_NOTES §4.4, §3).
 
 The UViM-style trio (STYLE §1.3, big_vision `depth_task.py`):
 - `depth_sequence`: cached tokenizer indices (B, h, w) -> decoder input / targets in row-major raster
   order; position 0 of the decoder input is the task embedding, added by the solver;
-- `depth_loss`: CE over the FULL vocabulary (ref §4.3), summed and divided by the number of target
-  tokens, plus the aux SiLog (λ = 0.5) of the soft decode through the frozen tokenizer (ref §3.3);
+- `depth_loss`: CE over the FULL vocabulary (PAPER_NOTES §4.3), summed and divided by the number of target
+  tokens, plus the aux SiLog (λ = 0.5) of the soft decode through the frozen tokenizer (PAPER_NOTES §3.3);
 - `predict_depth`: detokenizer-side soft (`decode_soft`, softmax(τ·logits) @ codebook) or hard
   (`decode` of the restricted argmax) decode, clipped at 1e-3 m.
 
 Table 7 of the paper is the product of two independent switches: solver-side soft inputs are
 `Solver.generate(soft_kinds=SOFT_KINDS)` (or not); detokenizer-side soft decode is `soft_decode` here.
 
-Normalisation (ref §3.3 "normalisation"): the official loss is (CE_sum + aux·n_tokens) / N where N is the
+Normalisation (PAPER_NOTES §3.3 "normalisation"): the official loss is (CE_sum + aux·n_tokens) / N where N is the
 all-reduced mean token count per GPU, i.e. CE_mean + aux_weight·SiLog on one process. `num_targets` lets
 the trainer pass that N; the default is the local count. The tokenizer must be frozen by the caller
 (requires_grad False): gradients still flow through its decoder into the logits, never into it.
@@ -57,10 +57,10 @@ __all__ = [
     "depth_loss", "token_accuracy", "predict_depth",
 ]
 
-TASK_ID = 2  # task embeddings: det 0, insseg 1, depth 2 (AiT ref §9)
-SOFT_KINDS = frozenset({"depth"})  # solver-side soft token at every depth position (ref §3.1)
-MIN_DEPTH = 1e-3  # predictions are clipped at 1e-3 m (ref §4.4 inference step 3)
-SILOG_LAMBDA = 0.5  # variance weight of the aux SiLog (ref §3.3)
+TASK_ID = 2  # task embeddings: det 0, insseg 1, depth 2 (PAPER_NOTES §9)
+SOFT_KINDS = frozenset({"depth"})  # solver-side soft token at every depth position (PAPER_NOTES §3.1)
+MIN_DEPTH = 1e-3  # predictions are clipped at 1e-3 m (PAPER_NOTES §4.4 inference step 3)
+SILOG_LAMBDA = 0.5  # variance weight of the aux SiLog (PAPER_NOTES §3.3)
 
 
 def generation_kinds() -> list[tuple[str, ...]]:
@@ -102,7 +102,7 @@ def depth_loss(
     parts = {"ce": loss.detach(), "accuracy": token_accuracy(logits, targets)}
     if tokenizer is not None:
         silog = depth_aux_loss(logits, tokenizer, gt_depth, vocab, tau)
-        loss = loss + aux_weight * silog * count / norm  # official: aux · n_tokens, then / N (ref §3.3)
+        loss = loss + aux_weight * silog * count / norm  # official: aux · n_tokens, then / N (PAPER_NOTES §3.3)
         parts["silog"] = silog.detach()
     return loss, parts
 
@@ -110,9 +110,9 @@ def depth_loss(
 def depth_aux_loss(
     logits: Tensor, tokenizer: VQVAE, gt_depth: Tensor, vocab: Vocab, tau: float = 1.0
 ) -> Tensor:
-    """SiLog(λ 0.5) of decode_soft(depth-code logits, τ) vs (B, 1, H, W) GT metres, GT > 0 (ref §3.3)."""
+    """SiLog(λ 0.5) of decode_soft(depth-code logits, τ) vs (B, 1, H, W) GT metres, GT > 0 (PAPER_NOTES §3.3)."""
     grid = grid_shape(tokenizer.cfg, *gt_depth.shape[-2:])
-    # fp32 outside autocast: the detokenizer is VQ math (ref §4.6 forces the losses to fp32)
+    # fp32 outside autocast: the detokenizer is VQ math (PAPER_NOTES §4.6 forces the losses to fp32)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         pred = tokenizer.decode_soft(depth_code_logits(logits.float(), vocab, grid), tau)
         return silog_loss(pred, gt_depth.float(), lam=SILOG_LAMBDA)  # clips pred at 1e-3 inside
@@ -130,7 +130,7 @@ def predict_depth(
     """(B, L, V) logits or (B, L) tokens -> (B, 1, H, W) depth in metres, clipped at MIN_DEPTH.
 
     soft_decode: decode_soft(softmax(τ · depth-code logits) @ codebook) (needs logits; τ 0.8 in the
-    paper's depth configs, ref §3.2); else decode the argmax over the depth codes (or the given tokens).
+    paper's depth configs, PAPER_NOTES §3.2); else decode the argmax over the depth codes (or the given tokens).
     """
     is_logits = logits_or_tokens.is_floating_point()
     if soft_decode and not is_logits:
@@ -154,7 +154,7 @@ def predict_depth(
 @dataclass
 class DepthExamples:
     """Cached depth sample -> one randomly drawn cached view: image, GT depth, its tokens and the
-    drawn RGB augmentation (AiT ref §6.1).
+    drawn RGB augmentation (PAPER_NOTES §6.1).
 
     The image is the (S, S, 3) uint8 view; `augment` is its `draw_depth` row, applied on the training
     device by `augment_depth` (CutDepth on the full frame, then the view, then the photometric ops).
@@ -206,7 +206,7 @@ class DepthLoss:
 
 
 # --------------------------------------------------------------------------------------------------
-# inference (AiT ref §5.1): S x S windows with flips, each decoded by the solver and the detokenizer
+# inference (PAPER_NOTES §5.1): S x S windows with flips, each decoded by the solver and the detokenizer
 
 
 def depth_predictor(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig, size: int) -> DenseFn:
@@ -238,7 +238,7 @@ def infer_depth(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
 
 
 class DepthTask(DenseTask):
-    """NYUv2 depth: a dense continuous map, tokenised per cached view (paper §3, AiT ref §4.4)."""
+    """NYUv2 depth: a dense continuous map, tokenised per cached view (paper §3, PAPER_NOTES §4.4)."""
 
     name = "depth"
     task_id = TASK_ID
@@ -282,7 +282,7 @@ class DepthTask(DenseTask):
             metrics, panels = evaluate_depth(
                 lambda rgbs: infer_depth(model, tokenizer, vocab, cfg, rgbs, size), tokenizer, ctx.records,
                 baselines, ctx.opts, cb)
-        return SolverResult(metrics, panels, {})
+        return None if metrics is None else SolverResult(metrics, panels, {})
 
     def headline(self, metrics):
         model, base = metrics["model"], metrics["mean_depth_baseline"]

@@ -1,10 +1,10 @@
-"""Depth evaluation of the trained solver on the held-out split (AiT ref §5.1) and its references.
+"""Depth evaluation of the trained solver on the held-out split (PAPER_NOTES §5.1) and its references.
 
 The official window/flip protocol (`depth.infer_depth`), the nine NYU metrics over the (scaled) Eigen crop,
 averaged per image. References sit next to the model: two image-blind baselines, "predict the
 training-set mean depth map" and "... median depth map" (per pixel over the TRAIN split's valid GT; pixels
 never valid take the global statistic), and the tokenizer's own hard reconstruction of the full GT frame
-(padded to a multiple of r, no TTA; the system's upper bound, ref §5.1 last bullet). `rmse_gain_vs_mean`
+(padded to a multiple of r, no TTA; the system's upper bound, PAPER_NOTES §5.1 last bullet). `rmse_gain_vs_mean`
 is 1 − RMSE_model / RMSE_mean; `spread_vs_mean_map` tells a model that learnt something from one that
 collapsed to the mean map. Panels: image | GT | prediction | |error| (GT and prediction share one colour
 scale).
@@ -22,7 +22,7 @@ from pipeline.data.errors import DataError
 from pipeline.data.nyu import read_depth_metres, read_rgb
 from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH, depth_metrics, eval_mask, mean_metrics
 from pipeline.models.vqvae import VQVAE
-from pipeline.tasks.base import Panel, Progress, chunks
+from pipeline.tasks.base import Panel, Progress, sharded_chunks
 from pipeline.viz import colorize, colorize_depth, panel, shared_range
 
 # -------------------------------------------------------------------------------------------------
@@ -140,16 +140,16 @@ def tokenizer_reconstruction(tokenizer: VQVAE, depth: torch.Tensor) -> torch.Ten
 def evaluate_depth(predict: Callable[[list[np.ndarray]], np.ndarray], tokenizer: VQVAE,
                    records: Sequence[dict], baselines: dict[str, np.ndarray], opts,
                    progress: Progress | None = None
-                   ) -> tuple[dict, list[Panel]]:
+                   ) -> tuple[dict | None, list[Panel]]:
     """Per-image-averaged NYU metrics of `predict` (RGB frames -> (N, H, W) metres), each image-blind
     baseline map (`train_depth_baselines`) and the tokenizer bound; `spread_vs_mean_map` says whether the
-    model moved away from the mean map. `opts`: EvalConfig (batch_images, num_panels)."""
+    model moved away from the mean map. `opts`: EvalConfig (batch_images, num_panels). Batches are shared
+    out over the processes (`sharded_chunks`); rank 0 gets the metrics, the others (None, [])."""
     device = next(tokenizer.parameters()).device
     mean_map = baselines["mean_depth_baseline"]
-    per: dict[str, list[dict]] = {name: [] for name in ("model", *baselines, "tokenizer_upper_bound")}
     spread = SpreadVsMap(mean_map)
-    panels: list[Panel] = []
-    for chunk in chunks(records, opts.batch_images):
+
+    def score(first: int, chunk: Sequence[dict]) -> list[dict]:
         rgbs = [read_rgb(r["rgb"]) for r in chunk]
         gts = [read_depth_metres(r["depth"]) for r in chunk]
         for r, gt in zip(chunk, gts, strict=True):
@@ -158,21 +158,28 @@ def evaluate_depth(predict: Callable[[list[np.ndarray]], np.ndarray], tokenizer:
         preds = predict(rgbs)
         gt_batch = torch.from_numpy(np.stack(gts))[:, None].to(device)
         recons = tokenizer_reconstruction(tokenizer, gt_batch)[:, 0].float().cpu().numpy()
-        for r, rgb, gt, pred, recon in zip(chunk, rgbs, gts, preds, recons, strict=True):
-            per["model"].append(depth_metrics(pred, gt))
-            for name, base in baselines.items():
-                per[name].append(depth_metrics(base, gt))
-            per["tokenizer_upper_bound"].append(depth_metrics(recon, gt))
-            spread.add(pred, gt)
-            if len(panels) < opts.num_panels:
-                panels.append((r["key"], depth_panel(rgb, gt, pred)))
-        if progress:
-            progress(len(per["model"]), len(records))
-    out: dict = {name: mean_metrics(rows) for name, rows in per.items()}
+        rows = []
+        for i, (r, rgb, gt, pred, recon) in enumerate(zip(chunk, rgbs, gts, preds, recons, strict=True)):
+            row = {"model": depth_metrics(pred, gt),
+                   **{name: depth_metrics(base, gt) for name, base in baselines.items()},
+                   "tokenizer_upper_bound": depth_metrics(recon, gt), "spread": spread.terms(pred, gt)}
+            if first + i < opts.num_panels:
+                row["panel"] = (r["key"], depth_panel(rgb, gt, pred))
+            rows.append(row)
+        return rows
+
+    parts = sharded_chunks(records, opts.batch_images, score, progress)
+    if parts is None:
+        return None, []
+    rows = [row for part in parts for row in part]
+    for row in rows:
+        spread.add_terms(row["spread"])
+    out: dict = {name: mean_metrics([row[name] for row in rows])
+                 for name in ("model", *baselines, "tokenizer_upper_bound")}
     out["rmse_gain_vs_mean"] = 1.0 - out["model"]["rmse"] / out["mean_depth_baseline"]["rmse"]
     out["spread_vs_mean_map"] = spread.result()
     out["num_images"] = len(records)
-    return out, panels
+    return out, [row["panel"] for row in rows if "panel" in row]
 
 
 class SpreadVsMap:
@@ -185,11 +192,18 @@ class SpreadVsMap:
         self.reference = reference.astype(np.float64)
         self.sums = np.zeros(4)  # Σ pred_dev², Σ gt_dev², Σ pred_dev·gt_dev, n
 
-    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+    def terms(self, pred: np.ndarray, gt: np.ndarray) -> list[float]:
+        """One image's share of the sums: Σ pred_dev², Σ gt_dev², Σ pred_dev·gt_dev, n."""
         keep = eval_mask(gt)
         p = pred[keep].astype(np.float64) - self.reference[keep]
         g = gt[keep].astype(np.float64) - self.reference[keep]
-        self.sums += [p @ p, g @ g, p @ g, keep.sum()]
+        return [p @ p, g @ g, p @ g, keep.sum()]
+
+    def add_terms(self, terms: list[float]) -> None:
+        self.sums += terms
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self.add_terms(self.terms(pred, gt))
 
     def result(self) -> dict[str, float]:
         pp, gg, pg, n = self.sums

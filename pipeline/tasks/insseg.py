@@ -1,4 +1,4 @@
-"""The instance-segmentation task: COCO instances as Pix2Seq-style object sequences (AiT ref §4.5, §5.2).
+"""The instance-segmentation task: COCO instances as Pix2Seq-style object sequences (PAPER_NOTES §4.5, §5.2).
 
 The sequence format itself (objects -> tokens, loss, tokens -> instances) is `insseg_sequence.py`; this
 module binds it to the pipeline (`tasks/base.py`): mask-crop tokenizer data and loss, the per-object cache
@@ -114,7 +114,7 @@ def collate_insseg(samples: list[dict[str, Any]]) -> dict[str, Any]:
 class InssegLoss:
     """The instance loss adapter of the training step: targets from the cache, the documented exceptions
     encoded on the fly with the frozen mask tokenizer (objects whose box the jitter window truncated, and
-    the jittered duplicate boxes of the noise objects, AiT ref §7.1; `fallback_fraction` says how often),
+    the jittered duplicate boxes of the noise objects, PAPER_NOTES §7.1; `fallback_fraction` says how often),
     Pix2Seq sequences, weighted CE + aux Dice/MSE."""
 
     tokenizer: VQVAE
@@ -168,7 +168,7 @@ class InssegLoss:
         zero = self.zero_mask(device)
 
         def duplicates(b: int, sources: Tensor, boxes: Tensor) -> Tensor:
-            # Jittered duplicates: crop the GT mask at the jittered box (not cacheable, ref §7.1).
+            # Jittered duplicates: crop the GT mask at the jittered box (not cacheable, PAPER_NOTES §7.1).
             objs, jitter = batch["objects"][b], batch["jitters"][b]
             masks = [batch["masks"][b][objs[int(i)]["mask"]] for i in sources]
             return self.encode_crops([crop_from_original(m, box.cpu().numpy(), jitter, self.mask_size)
@@ -189,12 +189,12 @@ class InssegLoss:
 
 
 # --------------------------------------------------------------------------------------------------
-# inference (AiT ref §4.5): letterbox, generate num_query objects, decode back to original pixels
+# inference (PAPER_NOTES §4.5): letterbox, generate num_query objects, decode back to original pixels
 
 
 def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegInferConfig, num_query: int,
                      mask_tokens: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Encoder memory -> generated (B, L) tokens and raw (B, L, V) logits, L = num_query·T (ref §4.5)."""
+    """Encoder memory -> generated (B, L) tokens and raw (B, L, V) logits, L = num_query·T (PAPER_NOTES §4.5)."""
     kinds = objseq.generation_kinds(num_query, mask_tokens)
     length = len(kinds)
     if model.solver.cfg.parallel:  # one pass; choose per position inside its legal range
@@ -238,7 +238,7 @@ def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, task: InssegTask
 
 
 class InssegTask(Task):
-    """COCO instances: a variable number of objects, each box + class + mask codes (AiT ref §4.5)."""
+    """COCO instances: a variable number of objects, each box + class + mask codes (PAPER_NOTES §4.5)."""
 
     name = "insseg"
     task_id = objseq.TASK_ID
@@ -294,16 +294,20 @@ class InssegTask(Task):
             raise DataError(f"{ctx.prepared}: {len(ids)} cached categories, but the solver has "
                             f"{ctx.vocab.num_classes}")
         cfg, infer = ctx.task_cfg, ctx.infer_cfg
-        # top_p > 0 samples reproducibly
-        generator = torch.Generator(device=next(ctx.model.parameters()).device).manual_seed(infer.seed)
+        device = next(ctx.model.parameters()).device
 
-        def predict(images):
+        def predict(first: int, images):
+            # top_p > 0 samples reproducibly: one generator per batch (seeded by its first image), so the
+            # draws do not depend on which process decodes the batch
+            generator = torch.Generator(device=device).manual_seed(infer.seed + first)
             return infer_instances(ctx.model, ctx.tokenizer, ctx.vocab, cfg, infer, images, ids, generator)
 
         with ctx.progress("evaluate insseg") as cb:
             metrics, results, panels = evaluate_insseg(predict, ctx.records, categories,
                                                        read_split(ctx.prepared, self.splits[0]),
                                                        cfg.num_query, ctx.opts, cb)
+        if metrics is None:  # another rank than 0: its batches went to rank 0
+            return None
         # compact: a full COCO run holds ~500k results
         text = json.dumps(results, sort_keys=True, separators=(",", ":"))
         return SolverResult(metrics, panels, {"insseg_results.json": text.encode()})

@@ -1,4 +1,4 @@
-"""Instance evaluation of the trained solver on the held-out split (AiT ref §5.2) and its references.
+"""Instance evaluation of the trained solver on the held-out split (PAPER_NOTES §5.2) and its references.
 
 Every generated object -> COCO result (xywh box, score, category id, RLE mask) -> pycocotools bbox and segm
 AP / AP50 / AP75 / APs / APm / APl. As mmdet, segm results are scored without their box (else pycocotools
@@ -22,7 +22,7 @@ from pipeline.data.coco import coco_from_records, segmentation_to_mask
 from pipeline.data.nyu import read_rgb
 from pipeline.geometry.masks import paste_mask
 from pipeline.metrics.masks import box_iou, coco_mask_map, encode_rle
-from pipeline.tasks.base import Panel, Progress, chunks
+from pipeline.tasks.base import Panel, Progress, sharded_chunks
 from pipeline.viz import instance_colors, overlay_instances, panel
 
 # -------------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def prior_results(records: Sequence[dict], prior: Sequence[tuple[int, float, np.
 
 
 def coco_metrics(records: Sequence[dict], categories: Sequence[dict], results: Sequence[dict]) -> dict:
-    """{"bbox": AP..., "segm": AP...} of COCO results against prepared insseg records (ref §5.2)."""
+    """{"bbox": AP..., "segm": AP...} of COCO results against prepared insseg records (PAPER_NOTES §5.2)."""
     gt = coco_from_records(list(records), list(categories))
     ids = [r["image_id"] for r in records]
     # mmdet's rule: a segm result that keeps its bbox gets the box area in APs/m/l, so drop it
@@ -102,31 +102,34 @@ def box_hits(records: Sequence[dict], results: Sequence[dict], threshold: float 
     return {"iou": threshold, **counts}
 
 
-def evaluate_insseg(predict: Callable[[list[np.ndarray]], list[dict]], records: Sequence[dict],
+def evaluate_insseg(predict: Callable[[int, list[np.ndarray]], list[dict]], records: Sequence[dict],
                     categories: Sequence[dict], train_records: Sequence[dict], num_query: int, opts,
-                    progress: Progress | None = None) -> tuple[dict, list[dict], list[Panel]]:
-    """COCO bbox / segm AP of `predict`'s objects (images -> `infer_instances` dicts) next to the
-    image-blind baseline (`class_prior` with `num_query` detections per image); also the results list and
-    panels. `opts`: EvalConfig (batch_images, num_panels, insseg.panel_score)."""
+                    progress: Progress | None = None) -> tuple[dict | None, list[dict], list[Panel]]:
+    """COCO bbox / segm AP of `predict`'s objects (batch index, images -> `infer_instances` dicts) next to
+    the image-blind baseline (`class_prior` with `num_query` detections per image); also the results list
+    and panels. `opts`: EvalConfig (batch_images, num_panels, insseg.panel_score). Batches are shared out
+    over the processes (`sharded_chunks`); rank 0 scores the merged results, the others get (None, [], [])."""
     names = {c["id"]: c["name"] for c in categories}
-    results: list[dict] = []
-    panels: list[Panel] = []
-    done = 0
-    for chunk in chunks(records, opts.batch_images):
+
+    def detect(first: int, chunk: Sequence[dict]) -> tuple[list[dict], list[Panel]]:
         images = [read_rgb(r["image"]) for r in chunk]
-        preds = predict(images)
-        for r, image, pred in zip(chunk, images, preds, strict=True):
+        results: list[dict] = []
+        panels: list[Panel] = []
+        for i, (r, image, pred) in enumerate(zip(chunk, images, predict(first, images), strict=True)):
             results += coco_results(r["image_id"], pred)
-            if len(panels) < opts.num_panels:
+            if first + i < opts.num_panels:
                 panels.append((r["key"], instance_panel(image, pred, r, names, opts.insseg.panel_score)))
-        done += len(chunk)
-        if progress:
-            progress(done, len(records))
+        return results, panels
+
+    parts = sharded_chunks(records, opts.batch_images, detect, progress)
+    if parts is None:
+        return None, [], []
+    results = [d for part_results, _ in parts for d in part_results]
     metrics = coco_metrics(records, categories, results) | {"hits": box_hits(records, results)}
     prior = prior_results(records, class_prior(train_records, num_query))
     baseline = coco_metrics(records, categories, prior) | {"hits": box_hits(records, prior)}
     counts = {"num_images": len(records), "num_detections": len(results)}
-    return {**metrics, **counts, "prior_baseline": baseline}, results, panels
+    return {**metrics, **counts, "prior_baseline": baseline}, results, [p for _, ps in parts for p in ps]
 
 
 def _draw_boxes(image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Instance-segmentation task adapter: objects -> Pix2Seq-style token sequences, loss, tokens -> instances.
 
-Follows AiT ref §4.5 (official `InsSegHead.get_seq` / `build_input_seq` / `get_targets` / `loss2` /
+Follows PAPER_NOTES §4.5 (official `InsSegHead.get_seq` / `build_input_seq` / `get_targets` / `loss2` /
 `_get_bboxes_single`) and §3.3 (aux loss). One object = `[x1, y1, x2, y2, class, m_0 .. m_{M-1}]`, M the
 mask tokenizer's grid size (4 x 4 = 16 in the paper, so 21 tokens); `num_query` objects per image.
 - `build_sequences`: real objects first in a random order, then noise objects (`noise.py`) with the noise
@@ -15,11 +15,11 @@ Deliberate differences from the official code:
 - images with more than `num_query` objects keep a random `num_query` of them (the official code
   crashes); `SeqBatch.real_order` records which, so the caller can drop the rest from the aux targets;
 - the aux term works for any batch size: the GT crops travel with the batch (`gt_crops`), ordered here
-  by `SeqBatch.real_order`; the official code asserts one image per GPU (ref §3.3);
+  by `SeqBatch.real_order`; the official code asserts one image per GPU (PAPER_NOTES §3.3);
 - the duplicate boxes' mask codes come from a caller-supplied `noise_mask_indices(image, sources, boxes)`
   (the caller crops the SOURCE object's GT mask at the jittered box and encodes it, the documented
   fallback of the token cache); this module never touches the tokenizer encoder or any file;
-- every random draw comes from the caller's `torch.Generator` (ref §7.2).
+- every random draw comes from the caller's `torch.Generator` (PAPER_NOTES §7.2).
 
 Shapes: B batch, Q = num_query, T tokens per object, L = Q·T, M mask tokens, K mask codebook size,
 V vocabulary, S = 64 the mask crop side, H x W image pixels.
@@ -42,13 +42,13 @@ from pipeline.tasks import IGNORE_INDEX, hit_rate, num_supervised, sequence_ce_s
 from pipeline.tasks.noise import noise_objects
 from pipeline.vocab import Vocab
 
-TASK_ID = 1  # task embeddings: det 0, insseg 1, depth 2 (AiT ref §9)
-BOX_TOKENS = 4  # x1, y1, x2, y2 (mmdet xyxy order, ref §4.5)
+TASK_ID = 1  # task embeddings: det 0, insseg 1, depth 2 (PAPER_NOTES §9)
+BOX_TOKENS = 4  # x1, y1, x2, y2 (mmdet xyxy order, PAPER_NOTES §4.5)
 CLASS_SLOT = 4  # the class token follows the box (`mask_before_label=False`)
 MASK_START = 5  # the mask codes follow the class
-SOFT_KINDS = frozenset({"mask"})  # solver-side soft inputs only at the mask positions (ref §3.1)
-MASK_WEIGHT = 0.2  # CE weight of mask-code targets and factor of the aux term (ref §4.5, §3.3)
-AUX_WEIGHT = 5.0  # `decoder_loss_weight` of the insseg configs (ref §3.3)
+SOFT_KINDS = frozenset({"mask"})  # solver-side soft inputs only at the mask positions (PAPER_NOTES §3.1)
+MASK_WEIGHT = 0.2  # CE weight of mask-code targets and factor of the aux term (PAPER_NOTES §4.5, §3.3)
+AUX_WEIGHT = 5.0  # `decoder_loss_weight` of the insseg configs (PAPER_NOTES §3.3)
 RANDOM_CLASS_P = 0.5  # `rand_n_fake_cls`: an input class slot is a random class w.p. 0.5, else noise
 
 NoiseMaskFn = Callable[[int, Tensor, Tensor], Tensor]
@@ -112,12 +112,12 @@ def build_sequences(
     mask_weight: float = MASK_WEIGHT,
     order: str = "random",
 ) -> SeqBatch:
-    """Per-image labels -> SeqBatch with L = num_query·T (ref §4.5 steps 1-4).
+    """Per-image labels -> SeqBatch with L = num_query·T (PAPER_NOTES §4.5 steps 1-4).
 
     `noise_mask_indices(image_index, sources (m,), boxes (m, 4))` returns the (m, M) local codes of the
     GT masks of objects `sources` cropped at the jittered duplicate `boxes`; `zero_mask_indices` (M,) are
     the codes of an all-zero mask, used by every bad box. `order` puts the real objects in a fresh random
-    order (AiT, ref §4.5) or largest box first ("area", one of Pix2Seq's orderings, §3.1 of its paper).
+    order (AiT, PAPER_NOTES §4.5) or largest box first ("area", one of Pix2Seq's orderings, §3.1 of its paper).
     """
     rows, tgt_rows, num_real, orders = [], [], [], []
     for b, image in enumerate(targets):
@@ -135,7 +135,7 @@ def build_sequences(
     weights[:, :, MASK_START:] = mask_weight
     weights[target == IGNORE_INDEX] = 0.0
     return SeqBatch(
-        tokens_in=corrupted.flatten(1)[:, :-1],  # the last token is never an input (ref §4.5 step 4)
+        tokens_in=corrupted.flatten(1)[:, :-1],  # the last token is never an input (PAPER_NOTES §4.5 step 4)
         targets=target.flatten(1),
         weights=weights.flatten(1),
         num_real=torch.tensor(num_real, dtype=torch.long, device=target.device),
@@ -270,7 +270,7 @@ def mask_aux_losses(
     vocab: Vocab,
     tau: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """(Dice, MSE) of decode_soft(real objects' mask-code logits, τ) vs their GT crops (ref §3.3)."""
+    """(Dice, MSE) of decode_soft(real objects' mask-code logits, τ) vs their GT crops (PAPER_NOTES §3.3)."""
     crops = _crops_in_sequence_order(gt_crops, seq)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         code_logits = real_mask_logits(logits.float(), seq.num_real, vocab, mask_grid(tokenizer))
@@ -330,7 +330,7 @@ def decode_objects(
     box = token·norm/num_bins, divided by the image's scale factor (input frame -> `image_hw` frame,
     default 1); score = softmax over [class logits, noise logit] at the chosen class; masks (n, H, W)
     bool = decode_soft(τ) (or decode of the tokens) at S x S, pasted into the box at >= 0.5. Every one of
-    the num_query slots is returned (no EOS, ref §4.5: exactly num_query detections per image, §5.2), a
+    the num_query slots is returned (no EOS, PAPER_NOTES §4.5: exactly num_query detections per image, §5.2), a
     degenerate box (x2 <= x1 or y2 <= y1) as it was generated with an empty mask: the official code keeps
     those slots too, and COCOeval counts them as false positives (dropping them would inflate AP).
     """

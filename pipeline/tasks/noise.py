@@ -1,4 +1,4 @@
-"""Noise objects of Pix2Seq "sequence augmentation" for the instance sequence (AiT ref §4.5).
+"""Noise objects of Pix2Seq "sequence augmentation" for the instance sequence (PAPER_NOTES §4.5).
 
 Follows the official `InsSegHead.build_input_seq` (itself Pix2Seq, Chen et al. 2022, §3.3):
 - n_dup ~ U{0 .. n_noise} (0 without real objects), n_bad = n_noise − n_dup;
@@ -9,7 +9,7 @@ Follows the official `InsSegHead.build_input_seq` (itself Pix2Seq, Chen et al. 2
   jittered per coordinate by (w, h, w, h) · truncnormal / 2 · 0.1, then clipped to the image;
 - the noise boxes are shuffled among themselves and clipped to the image.
 Every random draw comes from an explicit `torch.Generator` (the official code used the global RNGs of
-torch and Python's `random`, so its sequences are not reproducible; AiT ref §7.2).
+torch and Python's `random`, so its sequences are not reproducible; PAPER_NOTES §7.2).
 
 Boxes are float (x1, y1, x2, y2) pixels of the (augmented) input image of size image_hw = (H, W).
 """

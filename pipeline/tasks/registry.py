@@ -1,6 +1,6 @@
 """The registered tasks, by name: the one place that lists them (README "Adding a task").
 
-Their order is the vocabulary's layout order of the code ranges (AiT ref §4.3: mask codes before depth
+Their order is the vocabulary's layout order of the code ranges (PAPER_NOTES §4.3: mask codes before depth
 codes; later tasks after them), so a solver's layout never depends on the order a run names its tasks.
 """
 

@@ -47,9 +47,9 @@ from pipeline.tokens.read import decode_sample
 from pipeline.viz import colorize_labels, panel
 from pipeline.vocab import Vocab
 
-TASK_ID = 3  # task embeddings: det 0, insseg 1, depth 2 (AiT ref §9), semseg next
+TASK_ID = 3  # task embeddings: det 0, insseg 1, depth 2 (PAPER_NOTES §9), semseg next
 KIND = "semseg"  # its code range in the shared vocabulary
-SOFT_KINDS = frozenset({KIND})  # soft tokens at every position, as depth (ref §3.1)
+SOFT_KINDS = frozenset({KIND})  # soft tokens at every position, as depth (PAPER_NOTES §3.1)
 CLASSES = "classes.json"  # the prepared class list: [{"id": 1..N, "name"}]
 
 
@@ -82,13 +82,13 @@ def semseg_loss(logits: Tensor, targets: Tensor, *, vocab: Vocab, tokenizer: VQV
                 gt_labels: Tensor | None = None, aux_weight: float = 1.0, tau: float = 1.0
                 ) -> tuple[Tensor, dict[str, Tensor]]:
     """(B, L, V) logits, (B, L) targets [, frozen tokenizer, (B, S, S) GT ids] -> (loss, parts):
-    CE_sum / n (full vocabulary, ref §4.3) + aux_weight · CE of the soft-decoded class logits."""
+    CE_sum / n (full vocabulary, PAPER_NOTES §4.3) + aux_weight · CE of the soft-decoded class logits."""
     count = num_supervised(targets)
     loss = sequence_ce_sum(logits, targets) / count
     parts = {"ce": loss.detach(), "accuracy": token_accuracy(logits, targets)}
     if tokenizer is not None:
         grid = grid_shape(tokenizer.cfg, *gt_labels.shape[-2:])
-        with torch.autocast(device_type=logits.device.type, enabled=False):  # VQ math in fp32 (ref §4.6)
+        with torch.autocast(device_type=logits.device.type, enabled=False):  # VQ math in fp32 (PAPER_NOTES §4.6)
             decoded = tokenizer.decode_soft(grid_code_logits(logits.float(), vocab, KIND, grid), tau)
             aux = label_ce_loss(decoded, gt_labels)
         loss = loss + aux_weight * aux
@@ -226,7 +226,7 @@ class SemsegTask(DenseTask):
             metrics, panels = evaluate_semseg(
                 lambda rgbs: infer_semseg(model, tokenizer, vocab, cfg, rgbs, size), tokenizer, ctx.records,
                 read_label, majority, ctx.opts, cb)
-        return SolverResult(metrics, panels, {})
+        return None if metrics is None else SolverResult(metrics, panels, {})
 
     def headline(self, metrics):
         model, base = metrics["model"], metrics["majority_baseline"]

@@ -24,7 +24,7 @@ from pipeline.data.errors import DataError
 from pipeline.data.nyu import read_rgb
 from pipeline.metrics.segmentation import ConfusionMatrix, PixelMajority
 from pipeline.models.vqvae import VQVAE, labels_from_logits
-from pipeline.tasks.base import Panel, Progress, chunks
+from pipeline.tasks.base import Panel, Progress, sharded_chunks
 from pipeline.tokenizers.baselines import label_interp_reconstruct
 from pipeline.tokenizers.evaluate import codebook_usage, reconstruct
 from pipeline.viz import colorize_labels, panel
@@ -85,31 +85,40 @@ def tokenizer_bound(tokenizer: VQVAE, labels: np.ndarray) -> np.ndarray:
 def evaluate_semseg(predict: Callable[[list[np.ndarray]], np.ndarray], tokenizer: VQVAE,
                     records: Sequence[dict], read: LabelReader, majority: np.ndarray, opts,
                     progress: Progress | None = None
-                    ) -> tuple[dict, list[Panel]]:
+                    ) -> tuple[dict | None, list[Panel]]:
     """mIoU / pixel accuracy of `predict` (RGB frames -> (N, H, W) ids), the per-pixel majority map and the
-    tokenizer bound over the held-out records; `opts`: EvalConfig (batch_images, num_panels)."""
+    tokenizer bound over the held-out records; `opts`: EvalConfig (batch_images, num_panels). Batches are
+    shared out over the processes (`sharded_chunks`): rank 0 sums their confusion counts (integers, so
+    the split's scores do not depend on the process count); the other ranks get (None, [])."""
     n = tokenizer.cfg.channels
-    scores = {name: ConfusionMatrix(n) for name in ("model", "majority_baseline", "tokenizer_upper_bound")}
-    panels: list[Panel] = []
-    done = 0
-    for chunk in chunks(records, opts.batch_images):
+    names = ("model", "majority_baseline", "tokenizer_upper_bound")
+
+    def score(first: int, chunk: Sequence[dict]) -> tuple[dict[str, np.ndarray], list[Panel]]:
         rgbs, gts = [read_rgb(r["rgb"]) for r in chunk], [read(r["label"]) for r in chunk]
         for r, gt in zip(chunk, gts, strict=True):
             if gt.shape != majority.shape:
                 raise DataError(f"{r['label']}: {gt.shape} test labels, "
                                 f"{majority.shape} training majority map")
-        for r, rgb, gt, pred in zip(chunk, rgbs, gts, predict(rgbs), strict=True):
-            scores["model"].add(pred, gt)
-            scores["majority_baseline"].add(majority, gt)
-            scores["tokenizer_upper_bound"].add(tokenizer_bound(tokenizer, gt), gt)
-            if len(panels) < opts.num_panels:
+        counts = {name: ConfusionMatrix(n) for name in names}
+        panels: list[Panel] = []
+        for i, (r, rgb, gt, pred) in enumerate(zip(chunk, rgbs, gts, predict(rgbs), strict=True)):
+            counts["model"].add(pred, gt)
+            counts["majority_baseline"].add(majority, gt)
+            counts["tokenizer_upper_bound"].add(tokenizer_bound(tokenizer, gt), gt)
+            if first + i < opts.num_panels:
                 panels.append((r["key"], semseg_panel(rgb, gt, pred, n)))
-        done += len(chunk)
-        if progress:
-            progress(done, len(records))
+        return {name: cm.matrix for name, cm in counts.items()}, panels
+
+    parts = sharded_chunks(records, opts.batch_images, score, progress)
+    if parts is None:
+        return None, []
+    scores = {name: ConfusionMatrix(n) for name in names}
+    for counts, _ in parts:
+        for name, matrix in counts.items():
+            scores[name].matrix += matrix
     out: dict = {name: cm.result() for name, cm in scores.items()}
     out["num_images"] = len(records)
-    return out, panels
+    return out, [p for _, panels in parts for p in panels]
 
 
 def semseg_panel(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Interpolation "tokenizers": the no-learning baselines of AiT paper Table 12 (AiT ref §8).
+"""Interpolation "tokenizers": the no-learning baselines of AiT paper Table 12 (PAPER_NOTES §8).
 
 - depth: reduce the map to the token grid, quantise each value into one of 128 uniform bins over
   0-10 m (the index is the token), and bilinear upsample the bin centres back. The paper gives no more

@@ -1,6 +1,6 @@
 """Training data of the tokenizers, read from the prepared manifests (never from raw list files).
 
-- depth (AiT ref §1.4): the GT depth in metres, restricted to the Eigen column band (columns 41..601
+- depth (PAPER_NOTES §1.4): the GT depth in metres, restricted to the Eigen column band (columns 41..601
   at 640 px, scaled to the image width), horizontally flipped with p = 0.5 and randomly cropped to a
   square of `crop_size`; the tokenizer never sees RGB;
 - masks (§1.5; the official "maskcoco" preprocessing was never released): every non-crowd instance
@@ -75,7 +75,7 @@ class DepthCrops(Dataset):
 
 
 def random_square_crop(depth: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Flip (p = 0.5) then crop `size`² inside the Eigen column band (AiT ref §1.4)."""
+    """Flip (p = 0.5) then crop `size`² inside the Eigen column band (PAPER_NOTES §1.4)."""
     h, w = depth.shape
     cols = eval_crop(h, w)[1]
     c0, c1 = cols.start, cols.stop

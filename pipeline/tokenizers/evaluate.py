@@ -1,11 +1,11 @@
 """Tokenizer reconstruction quality: the upper bound of the whole system (paper §3.1, Tables 1/8/12).
 
 - depth: every test image goes through encode → hard `decode` and soft `decode_soft`, scored with
-  the NYU protocol (Eigen crop, per-image means; AiT ref §5.1). On data that ships a complete,
+  the NYU protocol (Eigen crop, per-image means; PAPER_NOTES §5.1). On data that ships a complete,
   hole-free depth (the demo), the RMSE *inside the sensor's invalid regions* is reported as well: how
   well the tokenizer in-paints holes, which cannot be measured on NYUv2.
 - masks: every non-crowd instance is cropped at its rounded GT box, reconstructed, pasted back,
-  thresholded at 0.5 and scored with COCO mask AP using the GT class and score 1 (AiT ref §1.5).
+  thresholded at 0.5 and scored with COCO mask AP using the GT class and score 1 (PAPER_NOTES §1.5).
 
 Both report the interpolation-tokenizer baseline of the paper's Table 12 next to the VQ-VAE; for depth
 `interp_baseline` is the fair reduction that ignores the sensor's holes and `interp_literal` the plain

@@ -1,4 +1,4 @@
-"""Mask augmentation of the depth tokenizer input (AiT paper §3.4, Table 8; AiT ref §2).
+"""Mask augmentation of the depth tokenizer input (AiT paper §3.4, Table 8; PAPER_NOTES §2).
 
 Zero a fixed number of random patch x patch squares of each depth map, independently per sample. The
 tokenizer encodes the masked map and is trained to reconstruct the clean one (in-painting), which makes

@@ -1,6 +1,6 @@
-"""The tokenizer training loop: one code path for CPU, CUDA and torchrun DDP (AiT ref §1.4, §1.5).
+"""The tokenizer training loop: one code path for CPU, CUDA and torchrun DDP (PAPER_NOTES §1.4, §1.5).
 
-Losses are the task's (`Task.tokenizer_loss`; AiT ref §1.3: depth = MSE against the clean GT on valid
+Losses are the task's (`Task.tokenizer_loss`; PAPER_NOTES §1.3: depth = MSE against the clean GT on valid
 (> 0) pixels of the reconstruction of the *mask-augmented* input (§2); masks = plain MSE in the network's
 [-1, 1] space; class maps = CE on labelled pixels). All add the quantizer's 0.25-weighted commitment term.
 The quantizer all-reduces its EMA statistics itself, so DDP only has to average the gradients of the conv

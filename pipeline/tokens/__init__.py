@@ -1,4 +1,4 @@
-"""Token caches: pre-tokenised WebDataset shards + a zarr v3 store per tokenizer variant (AiT ref §7.1).
+"""Token caches: pre-tokenised WebDataset shards + a zarr v3 store per tokenizer variant (PAPER_NOTES §7.1).
 
 - `manifest`: the manifest schema, its version and the one-line `CacheError` refusals;
 - `views`: the cached depth augmentation views (flip x crop offset);

@@ -1,4 +1,4 @@
-"""Tokenise the prepared splits of one task with one frozen tokenizer into a token cache (AiT ref §7.1).
+"""Tokenise the prepared splits of one task with one frozen tokenizer into a token cache (PAPER_NOTES §7.1).
 
 Work split (one code path for 1 or N processes; 1 process = rank 0 of 1):
 - records are sorted by key and cut into fixed shards of `shard_max_samples` (`write.shard_bounds`);

@@ -3,12 +3,12 @@
 A task picks its layout (`Task.cache_layout`); `build.py` drives either without knowing the task.
 
 - `ViewLayout`, dense labels (depth, semantic classes): the image and label file bytes, `(V, h, w)`
-  tokens of every cached view (flip x crop offset, `geometry/views.py`; AiT ref §7.1) and `views.json`; zarr
+  tokens of every cached view (flip x crop offset, `geometry/views.py`; PAPER_NOTES §7.1) and `views.json`; zarr
   `tokens` (N, V, h, w). The encoder input of a view is the label map crop as the task reads it
   (`read`: depth in metres with its zero holes, class ids as floats).
 - `InstanceLayout`, per-object labels (instance masks): the image bytes, `annotations.json` and
   `(n_tok, 2, h·w)` tokens of the GT-box crop of every tokenised instance, unflipped and flipped
-  (AiT ref §7.1, option 1); zarr flat `tokens`, `ann_ids` and `offsets`.
+  (PAPER_NOTES §7.1, option 1); zarr flat `tokens`, `ann_ids` and `offsets`.
 
 Everything here travels into DataLoader workers, so the label readers are module-level functions.
 """

@@ -13,7 +13,7 @@ The manifest is written last, inside an `atomic_dir`, and the zarr store carries
 written after its arrays, so a reader never accepts a partial cache (ECOSYSTEM §3.2: zarr reads
 unwritten chunks as zeros). Readers refuse, each with one line naming the path: no manifest, an unknown
 schema version, an incomplete zarr store, and a tokenizer hash other than the one the caller expects
-(the solver's configured checkpoint; AiT ref §7.1: the official code never tied targets to a checkpoint).
+(the solver's configured checkpoint; PAPER_NOTES §7.1: the official code never tied targets to a checkpoint).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded demo dataset: seeded, ray-cast NYUv2-like rooms in the real NYUv2 and COCO formats.
 
 `ait data demo` (the `demo_data` DVC stage) renders it so that the whole pipeline runs without any
-download. The files are byte-for-byte what the real loaders read (AiT ref §6; samples and their
+download. The files are byte-for-byte what the real loaders read (PAPER_NOTES §6; samples and their
 formats in shared/data/*/PROVENANCE.md):
 
     <out>/nyuv2/room_XXXX/rgb_XXXXX.jpg             RGB JPEG (NYUv2 / BTS "sync" layout)

@@ -1,7 +1,7 @@
 """Pinhole camera with the NYUv2 Kinect intrinsics, scaled to the render size, and seeded camera poses.
 
 Intrinsics: fx=518.8579, fy=519.4696, cx=325.58, cy=253.74 at 640x480 (the values shipped with NYUv2
-and used by BTS/AiT, AiT ref §6.1). They are scaled about pixel *centres* ((c + 0.5) * s - 0.5) so a
+and used by BTS/AiT, PAPER_NOTES §6.1). They are scaled about pixel *centres* ((c + 0.5) * s - 0.5) so a
 downsized frame sees exactly the same field of view. Camera frame is OpenCV's: x right, y down, z
 forward; `Pose.rotation` holds those three axes as world-frame columns.
 

@@ -1,6 +1,6 @@
 """Binary instance mask -> COCO segmentation (polygons traced along pixel borders, or compressed RLE).
 
-COCO instances json (AiT ref §6.2) stores ordinary objects as polygons and crowd regions as RLE. Our
+COCO instances json (PAPER_NOTES §6.2) stores ordinary objects as polygons and crowd regions as RLE. Our
 polygons follow the *cracks* between pixels: pixel (r, c) is the unit square [c, c+1] x [r, r+1],
 so every vertex is an integer pixel corner and pycocotools' `frPyObjects` rasterises the polygon back
 to exactly the traced pixels (checked in tests/test_demo.py). Pixels touching only diagonally are

@@ -1,7 +1,7 @@
 """On-disk formats of the demo dataset, byte-deterministic: NYUv2 sync files, BTS lists, COCO json.
 
 * RGB: baseline JPEG, 4:2:0 chroma subsampling (as NYUv2's `rgb_*.jpg`), fixed quality, no EXIF;
-* depth: 16-bit greyscale PNG in millimetres, 0 = invalid (NYUv2 sync / BTS convention, AiT ref §6.1),
+* depth: 16-bit greyscale PNG in millimetres, 0 = invalid (NYUv2 sync / BTS convention, PAPER_NOTES §6.1),
   fixed zlib level, no text chunks;
 * semantic labels: 8-bit greyscale PNG of class ids, 0 = unlabelled, written like the depth PNGs;
 * json: sorted keys, compact separators, trailing newline; lists: one line per pair, '\n' endings.
