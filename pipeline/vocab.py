@@ -10,7 +10,7 @@ has no range; asking for it raises.
 The paper configuration always carries both code ranges: V = 2001 + 80 + 2 + 128 + 128 = 2339, and the
 instance-segmentation/joint configs add 128 unused "others" slots, V = 2467 (`Vocab.paper`).
 
-Vocabulary of names (STYLE §3.3): `indices` are local to one range (codebook ids, class labels, bins);
+Vocabulary of names: `indices` are local to one range (codebook ids, class labels, bins);
 `tokens` are global ids in [0, V).
 """
 

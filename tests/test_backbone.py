@@ -37,7 +37,7 @@ def test_features_are_nchw_stage4_with_final_norm(tiny):
     with torch.no_grad():
         out = backbone(x)
         # The reference is timm's classifier path (patch embed, stages, final norm), which is NHWC:
-        # the timm quirk pinned by STYLE §1.4.
+        # the timm quirk this module pins.
         nhwc = backbone.body.forward_features(x)
         stage4 = backbone.body.layers(backbone.body.patch_embed(x))  # before the final norm
     assert backbone.out_channels == 256 and out.shape == (2, 256, 2, 3) and nhwc.shape == (2, 2, 3, 256)

@@ -136,29 +136,49 @@ def test_cache_of_another_tokenizer_is_refused(project, tmp_path):
     assert result.exit_code == 1 and "rebuild the cache" in result.stderr
 
 
-def test_a_run_starts_from_an_official_swin_checkpoint_through_the_stage(project, tmp_path):
-    """`solver.runs.depth.backbone.weights` pointing at an official-layout Swin V2 file: the stage loads
-    every backbone tensor, says so, and records the start (layout, file hash) in the checkpoint."""
+def _foreign(layout: str, body) -> dict:
+    """`body`'s weights saved as each layout's own code saves them (tests/test_pretrained.py has more)."""
+    import torch
+
+    from tests.test_pretrained import official_layout
+
+    official = official_layout(body)
+    if layout == "timm":
+        return dict(body.state_dict())
+    if layout == "swin":
+        return {"model": official}
+    if layout == "simmim":
+        return {"model": {**{f"encoder.{k}": v for k, v in official.items() if not k.startswith("head.")},
+                          "encoder.mask_token": torch.zeros(1, 1, 16)}}
+    return {"state_dict": {**{f"backbone.{k}": v for k, v in official.items() if not k.startswith("head.")},
+                           "roi_head.fc.weight": torch.zeros(2, 2)}, "meta": {"epoch": 1}}
+
+
+@pytest.mark.parametrize("layout", ["timm", "swin", "simmim", "detector"])
+def test_a_run_starts_from_a_foreign_checkpoint_through_the_stage(project, tmp_path, layout):
+    """`solver.runs.depth.backbone.weights` pointing at a checkpoint in another project's layout: the stage
+    loads every backbone tensor, says so, and records the start (layout, file hash) in the checkpoint."""
     import torch
 
     from pipeline.config import BackboneConfig
     from pipeline.io import sha256_file
     from pipeline.models.backbone import build_backbone
-    from tests.test_pretrained import official_layout
 
     backbone = SOLVER["backbone"]
     cfg = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in backbone.items()},
                          img_size=48)  # the run's input side: the cached 48-px depth crops
     body = build_backbone(cfg).body
-    torch.save({"model": official_layout(body)}, tmp_path / "swinv2_official.pth")
+    path = tmp_path / f"{layout}.pth"
+    torch.save(_foreign(layout, body), path)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["solver"]["runs"]["depth"]["backbone"] = {"weights": str(tmp_path / "swinv2_official.pth")}
+    params["solver"]["runs"]["depth"]["backbone"] = {"weights": str(path)}
     write_params(tmp_path / "params.yaml", params)
     result = _invoke(["train-solver", "depth", "--params", str(tmp_path / "params.yaml"), "--device", "cpu",
                       "--out", str(tmp_path / "model"), "--state-dir", str(tmp_path / "state"),
                       "--live-dir", str(tmp_path / "live")], project)
     assert result.exit_code == 0, result.output
-    assert f"(swin layout): {len(body.state_dict())} backbone tensors" in result.output
+    log = " ".join(result.output.split())  # rich wraps long lines outside a terminal
+    assert f"({layout} layout): {len(body.state_dict())} backbone tensors" in log, result.output
     init = checkpoint.read_config(tmp_path / "model")["init"]
-    assert init["layout"] == "swin" and init["sha256"] == sha256_file(tmp_path / "swinv2_official.pth")
+    assert init["layout"] == layout and init["sha256"] == sha256_file(path)
     assert init["backbone_tensors"] == len(body.state_dict()) and init["encoder_tensors"] == 0

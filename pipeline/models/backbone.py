@@ -1,7 +1,7 @@
 """SwinV2 image backbone of the task-solver: a thin wrapper over `timm.create_model` -> NCHW stage-4 maps.
 
 Follows PAPER_NOTES §4.1: only stage 4 is used (stride 32) with the final LayerNorm applied to it. The official
-code vendors a modified SwinV2; we import timm's (STYLE §3.6 rule 11) and pin its quirks in tests:
+code vendors a modified SwinV2; we import timm's and pin its quirks in tests:
 `forward_features` returns NHWC, `forward_intermediates` NCHW - this module is the one NHWC->NCHW site.
 
 Input sizes (deliberate deviation, documented): the image is zero-padded at the bottom/right to a multiple
@@ -71,7 +71,7 @@ class Backbone(nn.Module):
 def build_backbone(cfg: BackboneConfig) -> Backbone:
     """timm SwinV2 (classifier head removed, any input size) -> Backbone, randomly initialised unless
     `init: timm` (hub weights, needs network). Local checkpoints load through `models/pretrained.py`."""
-    import timm  # heavy import (~4 s, STYLE §1.4): only where a backbone is actually built
+    import timm  # heavy import (~4 s): only where a backbone is actually built
 
     overrides = {
         "embed_dim": cfg.embed_dim,

@@ -1,6 +1,6 @@
 """Task adapters of the AiT task-solver: labels -> token sequences, loss, outputs -> predictions.
 
-One module per task, in the spirit of big_vision's UViM "task-adapter trio" (STYLE §1.3):
+One module per task, in the spirit of big_vision's UViM "task-adapter trio":
 - `depth`: NYUv2 depth, 225 depth codes in raster order (PAPER_NOTES §4.4);
 - `insseg`: COCO instances, 21 tokens per object, Pix2Seq sequence augmentation (PAPER_NOTES §4.5;
   `insseg_sequence`), with its helper `noise` (noise objects; mask pasting is `geometry/paste.py`);

@@ -3,7 +3,7 @@
 The generic layers (tokenizer training, token caches, the solver's training step, inference, evaluation,
 inspection, summaries, the vocabulary) never compare task names: they receive a `Task` (from
 `pipeline.tasks.registry.get_task`) and call it. A task is one module in this folder implementing
-every method below (big_vision UViM's task trio, STYLE §1.3, widened to the whole pipeline):
+every method below (big_vision UViM's task trio, widened to the whole pipeline):
 
 - labels for the tokenizer: `tokenizer_arch` (the VQ-VAE shape its labels need), `tokenizer_crops`,
   `tokenizer_loss`, `evaluate_tokenizer` (reconstruction next to the interpolation baseline);

@@ -1,6 +1,6 @@
 """The depth task: depth codes -> token sequence, loss, logits/tokens -> depth (PAPER_NOTES §4.4, §3).
 
-The UViM-style trio (STYLE §1.3, big_vision `depth_task.py`):
+The UViM-style trio (big_vision `depth_task.py`):
 - `depth_sequence`: cached tokenizer indices (B, h, w) -> decoder input / targets in row-major raster
   order; position 0 of the decoder input is the task embedding, added by the solver;
 - `depth_loss`: CE over the FULL vocabulary (PAPER_NOTES §4.3), summed and divided by the number of target

@@ -10,7 +10,7 @@ A cache directory `data/tokens/<variant>/` holds
 - `tokens.zarr`, a zarr v3 store with the same tokens for random access (`write.py`).
 
 The manifest is written last, inside an `atomic_dir`, and the zarr store carries a completion attribute
-written after its arrays, so a reader never accepts a partial cache (ECOSYSTEM §3.2: zarr reads
+written after its arrays, so a reader never accepts a partial cache (zarr reads
 unwritten chunks as zeros). Readers refuse, each with one line naming the path: no manifest, an unknown
 schema version, an incomplete zarr store, and a tokenizer hash other than the one the caller expects
 (the solver's configured checkpoint; PAPER_NOTES §7.1: the official code never tied targets to a checkpoint).

@@ -4,8 +4,8 @@ Both start from `open_cache`, which refuses (one-line `CacheError`) a cache with
 unknown schema version, with an incomplete zarr store, with shards missing, or made by a tokenizer other
 than `expected_hash` (the checkpoint the solver is configured with).
 
-`token_pipeline` follows the explicit `wds.DataPipeline` form that open_clip and ml-4m use (ECOSYSTEM
-§2.1-2.4): shard list -> `split_by_node` -> `split_by_worker` -> tar expansion -> seeded sample shuffle
+`token_pipeline` follows the explicit `wds.DataPipeline` form that open_clip and ml-4m use:
+shard list -> `split_by_node` -> `split_by_worker` -> tar expansion -> seeded sample shuffle
 on the still-encoded bytes (before decode: a buffer of decoded images is 10-50x larger) -> pluggable
 `decode` -> `batched(partial=False)`, with `with_epoch(n)` so that every (rank, worker) yields exactly n
 batches per epoch: DDP needs equal step counts on every rank or collectives hang. n is computed from the
@@ -230,7 +230,7 @@ class ZarrTokens(Dataset):
     """Map-style access to the tokens of one split: depth `(V, h, w)`, insseg `(n_tok, 2, L)` per item.
 
     Keys (and insseg offsets / annotation ids) are read once into memory; the token array is opened
-    lazily in each process (ECOSYSTEM §3.6: open zarr inside DataLoader workers, not before the fork).
+    lazily in each process (zarr is opened inside DataLoader workers, not before the fork).
     """
 
     def __init__(self, path: str | Path, split: str, expected_hash: str | None = None) -> None:

@@ -1,6 +1,6 @@
 """Deterministic writing of token-cache shards (WebDataset tar) and the zarr v3 token store.
 
-Byte-stability (DVC re-runs everything downstream of an output whose bytes change, ECOSYSTEM §0.2):
+Byte-stability (DVC re-runs everything downstream of an output whose bytes change):
 - tar members get a fixed mtime (0), user/group and mode; members of a sample are written in sorted
   extension order by `TarWriter`; samples come in the caller's (sorted-key) order; `verbose` output and
   `ShardWriter`'s size-based rolling are avoided: shard i holds samples [i·S, (i+1)·S) of the split,
@@ -9,7 +9,7 @@ Byte-stability (DVC re-runs everything downstream of an output whose bytes chang
   never by WebDataset's auto-encoder;
 - the zarr arrays use an explicit codec (zstd level 3) and are written in whole zarr shards, in order.
 
-Sample layout (`__key__` has no dots, ECOSYSTEM §2.2):
+Sample layout (`__key__` has no dots: WebDataset splits a member name at its first dot):
 - depth: `rgb.<jpg|png>` and `depth.png` (the stored file bytes), `tokens.npy` (V, h, w) uint8/uint16,
   `views.json` ([{"flip", "x"}]);
 - insseg: `image.<ext>` (stored bytes), `annotations.json`, `tokens.npy` (n_tok, 2, h·w): row-major
@@ -20,7 +20,7 @@ zarr layout, one group per split:
   `shard_max_samples` chunks line up with the tar shards (file count stays small for DVC);
 - insseg: flat `tokens` (instances, 2, h·w) + `ann_ids` (instances,) in chunks of `INSTANCE_CHUNK`
   instances, `offsets` (N + 1,) int64; a sample's instances are `tokens[offsets[i]:offsets[i+1]]`.
-  v3 has no ragged arrays (ECOSYSTEM §3.4). Bound: one sample with n <= INSTANCE_CHUNK instances touches
+  v3 has no ragged arrays. Bound: one sample with n <= INSTANCE_CHUNK instances touches
   at most 2 token chunks (1 unless it straddles a chunk boundary); readers keep offsets in memory;
 - `keys` (N,) variable-length strings in both;
 - the root attribute `complete` is written last.

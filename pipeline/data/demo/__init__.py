@@ -1,8 +1,8 @@
 """The embedded demo dataset: seeded, ray-cast NYUv2-like rooms in the real NYUv2 and COCO formats.
 
 `ait data demo` (the `demo_data` DVC stage) renders it so that the whole pipeline runs without any
-download. The files are byte-for-byte what the real loaders read (PAPER_NOTES §6; samples and their
-formats in shared/data/*/PROVENANCE.md):
+download. The files are byte-for-byte what the real loaders read (PAPER_NOTES §6; the real trees are
+docs/DATA.md's):
 
     <out>/nyuv2/room_XXXX/rgb_XXXXX.jpg             RGB JPEG (NYUv2 / BTS "sync" layout)
     <out>/nyuv2/room_XXXX/sync_depth_XXXXX.png      uint16 PNG, millimetres, 0 = no Kinect reading
