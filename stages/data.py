@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import DemoConfig
+from pipeline.data.sources import DemoConfig
 from pipeline.io import atomic_dir
 from pipeline.params import load_section
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress

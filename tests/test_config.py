@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import SECTIONS, ConfigError, DataConfig, DemoConfig
+from pipeline.config import SECTIONS, ConfigError
+from pipeline.data.sources import DataConfig, DemoConfig
 from pipeline.params import from_dict, load_all, load_section, load_value
 
 ROOT = Path(__file__).resolve().parents[1]

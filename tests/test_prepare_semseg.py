@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from pipeline.config import DemoConfig
+from pipeline.data.sources import DemoConfig
 from pipeline.data.demo import render_demo
 from pipeline.data.demo.semseg import CLASSES
 from pipeline.data.nyu_mat import import_labeled_mat

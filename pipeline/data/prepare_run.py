@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import DepthSourceConfig, InssegSourceConfig, SemsegDataConfig
+from pipeline.data.sources import DepthSourceConfig, InssegSourceConfig, SemsegDataConfig
 from pipeline.data import coco, nyu
 from pipeline.data.errors import DataError
 from pipeline.data.prepare import (

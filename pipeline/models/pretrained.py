@@ -95,19 +95,19 @@ def read_state(path: str | Path) -> dict[str, Tensor]:
 
 def split_layout(state: dict[str, Tensor]) -> tuple[str, dict[str, Tensor], dict[str, Tensor], list[str]]:
     """(layout, backbone subtree, this project's encoder subtree, keys of no use) of a checkpoint."""
+    encoder: dict[str, Tensor] = {}
     if any(k.startswith("backbone.body.") for k in state):
-        backbone = _subtree(state, "backbone.body.")
+        layout, prefix = "ait-pipeline", "backbone.body."
         encoder = {k: v for k, v in _subtree(state, "solver.").items() if k.split(".")[0] in ENCODER_MODULES}
-        layout = "ait-pipeline"
     elif any(k.startswith("backbone.") for k in state):
-        backbone, encoder, layout = _subtree(state, "backbone."), {}, "detector"
+        layout, prefix = "detector", "backbone."
     elif any(k.startswith("encoder.") for k in state):
-        backbone, encoder, layout = _subtree(state, "encoder."), {}, "simmim"
-        backbone.pop("mask_token", None)
+        layout, prefix = "simmim", "encoder."
     else:
-        backbone, encoder = dict(state), {}
-        layout = "swin" if "layers.0.downsample.reduction.weight" in state else "timm"
-    prefix = {"ait-pipeline": "backbone.body.", "detector": "backbone.", "simmim": "encoder."}.get(layout, "")
+        layout, prefix = ("swin" if "layers.0.downsample.reduction.weight" in state else "timm"), ""
+    backbone = _subtree(state, prefix)
+    if layout == "simmim":
+        backbone.pop("mask_token", None)  # SimMIM's masked-patch embedding: not part of the backbone
     used = {prefix + k for k in backbone} | {"solver." + k for k in encoder}
     return layout, backbone, encoder, [k for k in state if k not in used]
 

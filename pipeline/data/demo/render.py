@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ConfigError, DemoConfig
+from pipeline.config import ConfigError
+from pipeline.data.sources import DemoConfig
 from pipeline.data.demo import semseg, sensor
 from pipeline.data.demo.camera import Intrinsics, Pose, sample_poses
 from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
