@@ -1,18 +1,18 @@
 """Paper-size set-up shared by bench_train.py and bench_loader.py (a helper, not a bench).
 
 - `paper_config`: params.yaml merged with presets/paper.yaml (`stages.preset.merged`) and validated by
-  `pipeline.params.load_all`, written to a temp params file: no hyper-parameter is typed again here;
+  `pipeline.core.params.load_all`, written to a temp params file: no hyper-parameter is typed again here;
 - `paper_data`: seeded random-init tokenizers of the paper's `tokenizer.<task>.model` for the variants
-  `tokenizer.solver_variants` names (saved and reloaded through `pipeline.checkpoint`, so the caches carry
+  `tokenizer.solver_variants` names (saved and reloaded through `pipeline.core.checkpoint`, so the caches carry
   a real content hash) and small paper-resolution token caches built from the shared real samples the way
-  `cache_tokens` builds them (`pipeline.tokens.run.cache_job`): the task's `cache_layout` over the
-  key-sorted prepared records, then `pipeline.tokens.build.build_cache`. Samples: the NYUv2 sample's BTS
+  `cache_tokens` builds them (`pipeline.jobs.cache.cache_job`): the task's `cache_layout` over the
+  key-sorted prepared records, then `pipeline.token_cache.build.build_cache`. Samples: the NYUv2 sample's BTS
   train list (480x640 JPEG/PNG RGB + 16-bit PNG depth, `cache.depth` of the preset: 480 crops, stride 32)
   and the 40-image COCO sample (`cache.insseg`), validated by `pipeline.data.prepare` and written as
   `ait prepare` writes them (records, `categories.json`, report). Only the "train" split is built (the
   solver reads nothing else); label decoding runs in-process (`num_workers` 0) to spare the CPUs;
 - `examples` / `loader` / `loss_adapter` / `run_spec`: the solver's own pieces from
-  `pipeline.solver.run`, through the task protocol (`get_task(task)`): the task's (decode, collate)
+  `pipeline.jobs.train_solver`, through the task protocol (`get_task(task)`): the task's (decode, collate)
   (`DepthExamples`/`collate_depth`, `InssegExamples`/`collate_insseg`) in the endless `Batches` of
   `run.batches`, its loss adapter (`DepthLoss` / `InssegLoss`) around the hash-checked frozen tokenizer
   (`run.loss_adapter`), and the `RunSpec` of a run built from the merged params.
@@ -31,18 +31,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
+from pipeline.core.params import load_all
 from pipeline.data import coco, nyu
 from pipeline.data.prepare import FrameRules, SplitResult, prepare_depth_split, prepare_insseg_split
 from pipeline.data.prepare_run import Prepared, write_prepared
-from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_all
-from pipeline.solver.run import TRAIN_SPLIT, RunSpec, batches, loss_adapter
-from pipeline.solver.train import Batches
+from pipeline.jobs.train_solver import TRAIN_SPLIT, RunSpec, batches, loss_adapter
+from pipeline.models.vqvae import VQVAE, load_vqvae
+from pipeline.solver_training.train import Batches
 from pipeline.tasks.base import read_split
 from pipeline.tasks.registry import get_task
-from pipeline.tokens.build import CacheJob, Tokenizer, build_cache
-from pipeline.tokens.read import CacheInfo, open_cache
+from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
+from pipeline.token_cache.read import CacheInfo, open_cache
 from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ class PaperData:
         return loss_adapter(get_task(task), self.caches[task], self.tokenizer_dirs[task], self.task_cfg(task))
 
     def run_spec(self, run: str) -> RunSpec:
-        """The `RunSpec` of `solver.runs.<run>` from the merged params, as `pipeline.solver.run.load_run`
+        """The `RunSpec` of `solver.runs.<run>` from the merged params, as `pipeline.jobs.train_solver.load_run`
         reads it (but from `cfg`, so a bench's overrides of it apply)."""
         solver, cfg = self.cfg["solver"], self.cfg["solver"].runs[run]
         tasks = {t: self.task_cfg(t) for t in cfg.tasks}
@@ -103,7 +103,7 @@ def _tokenizer(cfg: dict, task: str, variant: str, directory: Path) -> Tokenizer
     checkpoint.save(directory, VQVAE(tcfg.model), tcfg.model,
                     {"kind": "vqvae", "task": task, "variant": variant, "mask_ratio": mask_ratio,
                      "train": {"crop_size": tcfg.train.crop_size}})
-    model, config = checkpoint.load_vqvae(directory)
+    model, config = load_vqvae(directory)
     return Tokenizer(model, config, str(directory))
 
 

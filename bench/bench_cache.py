@@ -22,7 +22,7 @@ Data: the embedded demo rendered into a temp dir from `--params` (default params
 seeded random-init tokenizers of the params' architecture for the variants `tokenizer.solver_variants`
 names (throughput does not depend on training), or an existing project with `--project DIR`
 (data/prepared + models/tokenizer/<variant>). The cache is built as `cache_tokens` builds it: the task's
-`cache_layout` over the key-sorted prepared splits, then `build_cache` (`pipeline.tokens.run.cache_job`).
+`cache_layout` over the key-sorted prepared splits, then `build_cache` (`pipeline.jobs.cache.cache_job`).
 
     .venv/bin/python bench/bench_cache.py --device cpu
 """
@@ -42,15 +42,15 @@ from _timing import rates, set_precision, times
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
-from pipeline.config import TokenizerTaskConfig
-from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_section, load_value
-from pipeline.runtime import pick_device
+from pipeline.core import checkpoint
+from pipeline.core.config import TokenizerTaskConfig
+from pipeline.core.params import load_section, load_value
+from pipeline.core.runtime import pick_device
+from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.tasks.base import read_split
 from pipeline.tasks.registry import get_task
-from pipeline.tokens.build import CacheJob, Tokenizer, build_cache, encode_inputs
-from pipeline.tokens.read import token_pipeline
+from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache, encode_inputs
+from pipeline.token_cache.read import token_pipeline
 from stages.cli import app
 
 TASKS = ("depth", "insseg")  # the tasks with an on-the-fly path below (`ON_THE_FLY`)
@@ -122,7 +122,7 @@ def bench_build(task: str, project: Path, cfg, tok: Tokenizer, device: torch.dev
 
 def _solver_inputs(task: str, cache: Path, cfg, batch_size: int, workers: int):
     """The solver's own loader over the cache: the task's `examples` (`DepthExamples` / `InssegExamples`:
-    the configured LSJ jitter, flips, colour draws) and its collate, as `pipeline.solver.run.batches`
+    the configured LSJ jitter, flips, colour draws) and its collate, as `pipeline.jobs.train_solver.batches`
     wires them."""
     m = json.loads((cache / "manifest.json").read_text())
     decode, collate = get_task(task).examples(m, cfg, 0)
@@ -206,7 +206,7 @@ def main() -> None:
         os.chdir(project)  # the prepared records' paths are relative to the project
         for task in TASKS:
             spec, variant = get_task(task), _variant(params, task)
-            model, config = checkpoint.load_vqvae(project / "models/tokenizer" / variant)
+            model, config = load_vqvae(project / "models/tokenizer" / variant)
             tok = Tokenizer(model, config, str(project / "models/tokenizer" / variant))
             cache = Path(tmp) / "tokens" / variant
             solver_cfg = load_section(params, f"solver.{task}", spec.solver_config)

@@ -27,14 +27,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
-from pipeline.config import TokenizerTaskConfig
-from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_section
-from pipeline.runtime import pick_device
+from pipeline.core import checkpoint
+from pipeline.core.config import TokenizerTaskConfig
+from pipeline.core.params import load_section
+from pipeline.core.runtime import pick_device
+from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.tasks.base import read_split
 from pipeline.tasks.registry import get_task
-from pipeline.tokens.build import CacheJob, Tokenizer, build_cache
+from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 from stages.cli import app
 from stages.preset import merged
 
@@ -60,7 +60,7 @@ def _tokenizer(params: Path, out: Path) -> Tokenizer:
     torch.manual_seed(0)
     checkpoint.save(out, VQVAE(cfg.model), cfg.model, {"kind": "vqvae", "task": "depth", "variant": "bench",
                                                        "mask_ratio": 0.0, "train": {}})
-    model, config = checkpoint.load_vqvae(out)
+    model, config = load_vqvae(out)
     return Tokenizer(model, config, str(out))
 
 

@@ -1,7 +1,7 @@
 """Benchmark instance evaluation at the paper's size: images/s at batch 1 vs a batch of images per
 `generate` call, and a projection of COCO val2017 on N GPUs from the measured FLOPs. Prints one JSON.
 
-What is timed is `infer_instances` (pipeline/tasks/insseg.py), the per-batch work of `evaluate@insseg`:
+What is timed is `infer_instances` (pipeline/tasks/insseg/task.py), the per-batch work of `evaluate@insseg`:
 letterbox to 640², the SwinV2-B backbone and the 6-layer encoder once, then `num_query` x 21 auto-regressive
 tokens with soft mask inputs (the paper's 2,100), and the mask decode with the paper's mask tokenizer
 (K128 r16 D512 on 64² crops). Weights are random (`init: scratch`): the decoding loop has a fixed length,
@@ -25,12 +25,18 @@ import numpy as np
 import torch
 from _timing import set_precision, sync
 
-from pipeline.config import BackboneConfig, InssegInferConfig, InssegTaskConfig, SolverModelConfig, VQVAEConfig
+from pipeline.core.config import (
+    BackboneConfig,
+    InssegInferConfig,
+    InssegTaskConfig,
+    SolverModelConfig,
+    VQVAEConfig,
+)
+from pipeline.core.vocab import Vocab
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
-from pipeline.tasks import insseg_sequence
-from pipeline.tasks.insseg import infer_instances
-from pipeline.vocab import Vocab
+from pipeline.tasks.insseg import sequence as insseg_sequence
+from pipeline.tasks.insseg.task import infer_instances
 
 PAPER_BACKBONE = BackboneConfig(name="swinv2_base_window12_192", img_size=640, window_size=30, embed_dim=128,
                                 depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),

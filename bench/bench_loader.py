@@ -1,6 +1,6 @@
 """Samples/s per CPU worker of the task-solver's real loader at paper resolution; prints one JSON object.
 
-The loader is the solver's own (bench/_paper.py: `pipeline.solver.run.batches`, i.e. `token_pipeline` +
+The loader is the solver's own (bench/_paper.py: `pipeline.jobs.train_solver.batches`, i.e. `token_pipeline` +
 the task's `examples`, `DepthExamples`/`collate_depth` or `InssegExamples`/`collate_insseg`, in an endless
 `Batches`) over small paper-resolution caches built in a
 temp dir from the shared real samples, as bench_train.py: depth = 4 NYUv2 480x640 frames (3 JPEG + 1 PNG
@@ -48,13 +48,14 @@ import webdataset as wds
 from _paper import DATA, ROOT, PaperData, median, paper_data
 from _timing import sync
 
-from pipeline.runtime import pick_device
-from pipeline.solver import steps
-from pipeline.solver.augment import augment_depth, color_jitter
-from pipeline.tasks import insseg
-from pipeline.tasks.insseg import InssegExamples, InssegLoss
+from pipeline.core.runtime import pick_device
+from pipeline.solver_training import steps
+from pipeline.solver_training.augment import color_jitter
+from pipeline.tasks.depth.augment import augment_depth
+from pipeline.tasks.insseg import task as insseg
+from pipeline.tasks.insseg.task import InssegExamples, InssegLoss
 from pipeline.tasks.registry import get_task, vocab_for
-from pipeline.tokens.read import decode_sample
+from pipeline.token_cache.read import decode_sample
 
 
 def loader_rate(data: PaperData, task: str, batch: int, samples: int, repeats: int) -> dict:

@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from _timing import set_precision, timed, times
 
+from pipeline.core.vocab import Vocab
 from pipeline.models.backbone import BackboneConfig, build_backbone
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
-from pipeline.tasks import depth, insseg_sequence
+from pipeline.tasks.depth import task as depth
+from pipeline.tasks.insseg import sequence as insseg_sequence
 from pipeline.tasks.registry import get_task
-from pipeline.vocab import Vocab
 
 DEPTH, INSSEG = get_task("depth"), get_task("insseg")
 DEPTH_TASK, INSSEG_TASK = DEPTH.task_id, INSSEG.task_id  # rows of the task embedding (PAPER_NOTES §9)

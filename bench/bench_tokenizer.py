@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from _timing import set_precision, times
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.core.runtime import autocast_ctx, pick_device
 from pipeline.models.vqvae import DEPTH_VQVAE, MASK_VQVAE, VQVAE
-from pipeline.runtime import autocast_ctx, pick_device
 
 
 def _depth_batch(n: int, g: torch.Generator) -> torch.Tensor:

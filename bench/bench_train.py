@@ -3,9 +3,9 @@
 Built through the real code from params.yaml + presets/paper.yaml (never typed again): `build_ait`
 (SwinV2-B, d256 6+6 solver), `param_groups` + `build_optimizer` + `build_scheduler`, `TrainStep` with
 the tasks' loss adapters (`Task.loss_adapter`: `DepthLoss` / `InssegLoss`) holding seeded random-init
-paper-size tokenizers, and the real `pipeline.solver.train.fit` loop (autocast_ctx, backward, grad clip,
+paper-size tokenizers, and the real `pipeline.solver_training.train.fit` loop (autocast_ctx, backward, grad clip,
 AdamW step, schedule); vocabulary, sequence length and backbone input side through the task protocol, as
-`pipeline.solver.run` derives them. Inputs are REAL batches of the solver's own loader (bench/_paper.py)
+`pipeline.jobs.train_solver` derives them. Inputs are REAL batches of the solver's own loader (bench/_paper.py)
 over small paper-resolution token caches built in a temp dir from the shared samples: 4 NYUv2 frames
 (480x640, 480 crops), 40 COCO images (LSJ 0.1-3.0 at 640, 100 queries), repeated as epochs.
 
@@ -25,7 +25,7 @@ images, to compare with bench_loader.py without a GPU. A CUDA sync closes every 
 Each run's JSON also goes to stderr as soon as it is done.
 
 Batch per process: 1 per task on CPU; on CUDA rank 0's share when train-solver deals the paper's global
-batch over --gpus ranks (default 8; pipeline/solver/shares.py): depth 24/8 = 3, insseg 16/8 = 2, joint
+batch over --gpus ranks (default 8; pipeline/solver_training/shares.py): depth 24/8 = 3, insseg 16/8 = 2, joint
 4 NYU + 60 COCO -> 1 + 7 (ranks 4-7 get 0 + 8). --batch N overrides. The task losses are weighted by
 their share of the step's images, as the stage does.
 
@@ -61,13 +61,20 @@ from _paper import (
 from _timing import sync
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.core.optim import build_optimizer, build_scheduler
+from pipeline.core.runtime import (
+    autocast_ctx,
+    dist_info,
+    init_distributed,
+    pick_device,
+    seed_everything,
+    wrap_ddp,
+)
+from pipeline.jobs.train_solver import run_backbone
 from pipeline.models.ait import build_ait, param_groups, solver_config
-from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.runtime import autocast_ctx, dist_info, init_distributed, pick_device, seed_everything, wrap_ddp
-from pipeline.solver.run import run_backbone
-from pipeline.solver.shares import rank_batches, rank_loss_weights
-from pipeline.solver.steps import TrainStep
-from pipeline.solver.train import fit
+from pipeline.solver_training.shares import rank_batches, rank_loss_weights
+from pipeline.solver_training.steps import TrainStep
+from pipeline.solver_training.train import fit
 from pipeline.tasks.registry import get_task, vocab_for
 
 H100_PEAK = 989e12  # H100 SXM bf16 dense FLOP/s
@@ -95,13 +102,13 @@ def device_peak(device: torch.device, override: float | None) -> tuple[float | N
 
 def per_process_batch(global_batch: dict[str, int], gpus: int) -> tuple[dict[str, int], int]:
     """Rank 0's images per task when the paper's global batch is dealt over `gpus` ranks (as train-solver
-    does: pipeline/solver/shares.py); tasks it gets none of are left out."""
+    does: pipeline/solver_training/shares.py); tasks it gets none of are left out."""
     local = rank_batches(global_batch, 0, gpus)
     return {t: n for t, n in local.items() if n}, gpus
 
 
 def build_run(data: PaperData, run: str, device: torch.device):
-    """(TrainStep, AiT, optimizer, scheduler, run config) exactly as pipeline/solver/run.py wires them."""
+    """(TrainStep, AiT, optimizer, scheduler, run config) exactly as pipeline/jobs/train_solver.py wires them."""
     spec = data.run_spec(run)
     cfg = spec.cfg
     manifests = {t: data.caches[t].manifest for t in spec.tasks}

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._timing import timed  # noqa: E402
-from pipeline.io import sha256_file  # noqa: E402
-from pipeline.tokens.read import open_cache  # noqa: E402
+from pipeline.core.io import sha256_file  # noqa: E402
+from pipeline.token_cache.read import open_cache  # noqa: E402
 
 CHUNK = 1 << 20
 CPU = torch.device("cpu")

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config import ConfigError
-from pipeline.params import from_dict
+from pipeline.core.config import ConfigError
+from pipeline.core.params import from_dict
 from pipeline.summary import SummaryTable
 
 

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import checkpoint
-from pipeline.metrics.codes import usage_stats
+from pipeline.models.vqvae import load_vqvae
 from pipeline.tasks.registry import get_task
-from pipeline.tokens.manifest import CacheError
-from pipeline.tokens.read import (
+from pipeline.token_cache.manifest import CacheError
+from pipeline.token_cache.read import (
     CacheInfo,
     ZarrTokens,
     code_counts,
@@ -26,6 +25,7 @@ from pipeline.tokens.read import (
     iter_tar_samples,
     open_cache,
 )
+from pipeline.tokenizer_training.codes import usage_stats
 
 
 def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def sample_panel(path: Path, key: str, model_dir: Path | None = None) -> tuple[s
     """(split, index, (H, W, 3) uint8 picture) of sample `key`: image | GT | its hard-decoded tokens."""
     info = open_cache(path)
     m = info.manifest
-    model, tokenizer = checkpoint.load_vqvae(model_dir or Path(m["tokenizer"]["checkpoint"]))
+    model, tokenizer = load_vqvae(model_dir or Path(m["tokenizer"]["checkpoint"]))
     open_cache(path, expected_hash=tokenizer["content_hash"])  # refuse decoding with another tokenizer
     split, index, decoded = find_sample(info, key)
     with torch.no_grad():

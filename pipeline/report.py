@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 from pipeline.experiments import (
     Ablation,
     Column,

@@ -20,7 +20,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.params import read_params
 from pipeline.experiments import (
     check_keys,
     check_rows,
@@ -33,7 +34,6 @@ from pipeline.experiments import (
     shell_line,
     timing_table,
 )
-from pipeline.params import read_params
 from stages.tables import rich_table
 from stages.ui import PARAMS_HELP, console, fail_cleanly
 

@@ -1,7 +1,7 @@
 """`ait cache-tokens VARIANT` — the `cache_tokens@<variant>` DVC stages (PAPER_NOTES §7.1).
 
 Pre-tokenises the prepared splits of the variant's task with its frozen tokenizer into
-`data/tokens/<variant>/` (WebDataset shards + tokens.zarr + manifest.json; see pipeline/tokens). Reads
+`data/tokens/<variant>/` (WebDataset shards + tokens.zarr + manifest.json; see pipeline/token_cache). Reads
 only `cache.<task>` from params (the task comes from the checkpoint). Runs the same under torchrun
 (`torchrun --standalone --nproc_per_node=N $(which ait) cache-tokens VARIANT`); progress counts rank 0's
 own samples.
@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.runtime import pick_device
-from pipeline.tokens.run import cache_job, cache_variant
+from pipeline.core.runtime import pick_device
+from pipeline.jobs.cache import cache_job, cache_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 from stages.workers import in_workers
 

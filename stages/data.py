@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.data.sources import DemoConfig
-from pipeline.io import atomic_dir
-from pipeline.params import load_section
+from pipeline.core.io import atomic_dir
+from pipeline.core.params import load_section
+from pipeline.core.sources import DemoConfig
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 app = typer.Typer(no_args_is_help=True, help="Datasets: render the embedded demo, import NYUv2 .mat.")
@@ -21,7 +21,7 @@ NYU40_HELP = ("map the raw label ids to the 40 classes of Gupta et al. (NYU-40):
               "with this project) or a CSV of raw_id,nyu40_id lines")
 
 
-class DepthField(str, Enum):
+class MatField(str, Enum):
     depths = "depths"
     rawDepths = "rawDepths"
 
@@ -47,8 +47,8 @@ def import_nyu_mat(
     mat: Annotated[Path, typer.Argument(help="nyu_depth_v2_labeled.mat (HDF5 / MATLAB v7.3)")],
     splits: Annotated[Path, typer.Argument(help="splits.mat with trainNdxs / testNdxs")],
     out: Annotated[Path, typer.Option(help="output root in the BTS sync layout")] = Path("data/nyuv2"),
-    field: Annotated[DepthField, typer.Option(help="rawDepths (with holes, the eval GT) or depths "
-                                                   "(in-painted)")] = DepthField.rawDepths,
+    field: Annotated[MatField, typer.Option(help="rawDepths (with holes, the eval GT) or depths "
+                                                   "(in-painted)")] = MatField.rawDepths,
     nyu40_mapping: Annotated[Path | None, typer.Option(help=NYU40_HELP)] = None,
 ) -> None:
     """Convert the official labeled NYUv2 .mat into the sync layout with BTS list files.

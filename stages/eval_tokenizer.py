@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.runtime import pick_device
+from pipeline.core.runtime import pick_device
+from pipeline.jobs.tokenizer import evaluate_variant
 from pipeline.tasks.registry import get_task
-from pipeline.tokenizers.run import evaluate_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
 

@@ -2,7 +2,7 @@
 
 Scores the trained solver of RUN on the held-out split of each of its tasks (depth: test, insseg: val,
 semseg: test) and writes metrics, result files, panels and the headline numbers
-(pipeline/solver/evaluate.py). Reads only the inference params (`evaluate`), so `dvc exp run -S
+(pipeline/jobs/evaluate.py). Reads only the inference params (`evaluate`), so `dvc exp run -S
 evaluate.depth.flip_tta=false` re-scores without retraining.
 """
 
@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.runtime import pick_device
-from pipeline.solver.evaluate import EvalPaths, evaluate_run, load_options
+from pipeline.core.runtime import pick_device
+from pipeline.jobs.evaluate import EvalPaths, evaluate_run, load_options
 from pipeline.tasks.registry import get_task
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 from stages.workers import in_workers

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.core.viz import save_png
 from pipeline.inspect import foreign_variant, sample_panel, summarize_cache
-from pipeline.viz import save_png
 from stages.ui import console, fail_cleanly
 
 app = typer.Typer(no_args_is_help=True, help="Inspect pipeline outputs (token caches).")

@@ -14,10 +14,11 @@ from typing import Annotated
 
 import typer
 
-from pipeline.data.prepare_run import PREPARERS, prepare_task
+from pipeline.data.prepare_run import prepare_task
+from pipeline.tasks.registry import TASK_NAMES
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 
-Task = Enum("Task", {name: name for name in PREPARERS}, type=str)  # one choice per registered task
+Task = Enum("Task", {name: name for name in TASK_NAMES}, type=str)  # one choice per registered task
 
 
 @fail_cleanly

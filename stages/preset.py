@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from pipeline.config import ConfigError
-from pipeline.params import load_all
+from pipeline.core.config import ConfigError
+from pipeline.core.params import load_all
 from stages.ui import PARAMS_HELP, fail_cleanly
 
 

@@ -4,7 +4,7 @@ Reads the token caches of the run's tasks (never the raw labels), the frozen tok
 with, and the params `solver.backbone`, `solver.model`, `solver.num_bins`, `solver.spare_codes`,
 `solver.<task>`, `solver.runs.<run>`, `tokenizer.solver_variants.<task>`, `base.seed`. Writes
 `models/solver/<run>/` (safetensors + config.json) and DVCLive logs; the resumable state lives in
-`checkpoints/solver/<run>/` until the run completes (pipeline/solver/run.py). Runs under `torchrun`.
+`checkpoints/solver/<run>/` until the run completes (pipeline/jobs/train_solver.py). Runs under `torchrun`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.runtime import pick_device
-from pipeline.solver.run import RunPaths, load_run, train_run
+from pipeline.core.runtime import pick_device
+from pipeline.jobs.train_solver import RunPaths, load_run, train_run
 from stages.ui import PARAMS_HELP, console, fail_cleanly
 from stages.workers import in_workers
 

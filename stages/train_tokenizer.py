@@ -3,7 +3,7 @@
 Reads `tokenizer.variants.<variant>`, `tokenizer.<task>` and `base.seed`; trains on
 `data/prepared/<task>/train.jsonl`; writes `models/tokenizer/<variant>/{model.safetensors,
 config.json}` (config.json carries the architecture and the content hash downstream stages use as the
-tokenizer's identity) and DVCLive logs (pipeline/tokenizers/run.py). Runs under `torchrun`.
+tokenizer's identity) and DVCLive logs (pipeline/jobs/tokenizer.py). Runs under `torchrun`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.runtime import pick_device
-from pipeline.tokenizers.run import load_tokenizer_spec, train_variant
+from pipeline.core.runtime import pick_device
+from pipeline.jobs.tokenizer import load_tokenizer_spec, train_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly
 from stages.workers import in_workers
 

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from pipeline.config import ConfigError
-from pipeline.data.errors import DataError
+from pipeline.core.config import ConfigError
+from pipeline.core.errors import DataError
 
 # Stage output is plain text: with markup on, rich would swallow bracketed text in messages and paths
 # ("[focal]", "bbox [nan, 0, 4, 4]"). Styling is explicit (`Text`), never parsed from a string.

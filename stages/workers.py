@@ -6,12 +6,12 @@ import functools
 import sys
 from collections.abc import Callable
 
-from pipeline.runtime import launch_workers
+from pipeline.core.runtime import launch_workers
 
 
 def in_workers(fn: Callable) -> Callable:
     """For train-tokenizer, cache-tokens, train-solver and evaluate: with `AIT_NPROC` > 1 the command
-    starts that many workers of itself through torchrun's launcher (`pipeline.runtime.launch_workers`)
+    starts that many workers of itself through torchrun's launcher (`pipeline.core.runtime.launch_workers`)
     and returns once they have all finished; otherwise it does the work itself."""
 
     @functools.wraps(fn)

@@ -16,19 +16,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from pipeline.solver.augment import (
-    DEPTH_DRAW_SIZE,
-    DepthAugmentConfig,
-    Jitter,
-    augment_depth,
-    color_jitter,
-    depth_view,
-    draw_color_jitter,
-    draw_depth,
-    shift_hsv,
-)
-from pipeline.tasks.depth import DepthExamples, collate_depth
-from pipeline.tokens import write
+from pipeline.solver_training.augment import color_jitter, draw_color_jitter
+from pipeline.tasks.depth.augment import DEPTH_DRAW_SIZE, augment_depth, depth_view, draw_depth, shift_hsv
+from pipeline.tasks.depth.config import DepthAugmentConfig
+from pipeline.tasks.depth.task import DepthExamples, collate_depth
+from pipeline.tasks.insseg.jitter import Jitter
+from tests.tiny import depth_sample
 
 OFF = DepthAugmentConfig(p_photometric=0.0, cutdepth_p=0.0)
 ONLY_HUE = DepthAugmentConfig(p_photometric=1.0, brightness_contrast=0.0, gamma=(1.0, 1.0), hue=20.0,
@@ -64,7 +57,7 @@ def _raw(h: int = 8, w: int = 12) -> tuple[dict, np.ndarray]:
     g = np.random.default_rng(0)
     mm = g.integers(0, 12000, (h, w)).astype(np.uint16)  # up to 12 m, some 0 (holes) likely
     views = [{"flip": 0, "x": 0}, {"flip": 1, "x": 4}, {"flip": 0, "x": 2}]
-    raw = write.depth_sample("k0", _png(g.integers(0, 256, (h, w, 3), dtype=np.uint8)), "png", _png(mm),
+    raw = depth_sample("k0", _png(g.integers(0, 256, (h, w, 3), dtype=np.uint8)), "png", _png(mm),
                              np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2), views)
     return raw, mm.astype(np.float32) / 1000.0
 

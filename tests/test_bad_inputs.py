@@ -156,7 +156,7 @@ def _depth(path: Path, edit: Callable[[np.ndarray], np.ndarray]) -> None:
 
 
 def _zero_eval_crop(d: np.ndarray) -> np.ndarray:
-    from pipeline.metrics.depth import eval_crop
+    from pipeline.tasks.depth.metrics import eval_crop
 
     d[eval_crop(*d.shape)] = 0
     return d
@@ -223,8 +223,8 @@ PARAMS_CASES = [
     Case("reversed scale range", _with_params({"solver": {"insseg": {"scale_range": [2.0, 1.0]}}},
                                               "train-solver", "insseg", "--device", "cpu"),
          "solver.insseg.scale_range: lower bound 2.0 is above upper bound 1.0"),
-    Case("top_p above 1", _with_params({"evaluate": {"insseg": {"top_p": 2.0}}}, *EVALUATE),
-         "evaluate.insseg.top_p: must be in [0, 1], got 2.0"),
+    Case("decoding tau not positive", _with_params({"evaluate": {"depth": {"tau": 0.0}}}, *EVALUATE),
+         "evaluate.depth.tau: must be > 0, got 0.0"),
     Case("negative workers", _with_params({"tokenizer": {"insseg": {"train": {"num_workers": -1}}}},
                                           "train-tokenizer", "insseg"),
          "tokenizer.insseg.train.num_workers: must be ≥ 0, got -1"),

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _timing  # noqa: E402
 from bench_solver import INSSEG_PATTERN, INSSEG_TASK, naive_generate  # noqa: E402
 
+from pipeline.core.vocab import Vocab  # noqa: E402
 from pipeline.models.sampling import decoding_plan  # noqa: E402
 from pipeline.models.solver import Solver, SolverConfig  # noqa: E402
-from pipeline.vocab import Vocab  # noqa: E402
 
 
 def test_naive_loop_matches_the_kv_cache_and_skips_the_redundant_work():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.core.errors import DataError
 from pipeline.data.coco import CocoIndex, load_coco
-from pipeline.data.errors import DataError
 
 
 @pytest.fixture(scope="module")

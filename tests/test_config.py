@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import SECTIONS, ConfigError
-from pipeline.data.sources import DataConfig, DemoConfig
-from pipeline.params import from_dict, load_all, load_section, load_value
+from pipeline.core.config import ConfigError, sections
+from pipeline.core.params import from_dict, load_all, load_section, load_value
+from pipeline.core.sources import DemoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def _leaves(node, path=()):
 def test_real_params_load_into_every_section_with_every_value_kept():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     loaded = _plain(load_all(ROOT / "params.yaml"))
-    assert set(loaded) == set(SECTIONS) == set(raw)
+    assert set(loaded) == set(sections()) == set(raw)
     leaves = list(_leaves(raw))
     assert len(leaves) > 100
     for path, value in leaves:  # no value replaced by a default, renamed or mistyped on the way
@@ -83,7 +83,7 @@ def test_unknown_key_names_the_key(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data:\n  demo:\n    heigth: 10\n")
     with pytest.raises(ConfigError, match=r"data\.demo\.heigth: unknown key"):
-        load_section(p, "data", DataConfig)
+        load_section(p, "data", sections()["data"])
 
 
 @pytest.mark.parametrize("value, expected", [("'12'", "expected int, got str"),
@@ -93,7 +93,7 @@ def test_wrong_type_names_the_key(tmp_path, value, expected):
     p = tmp_path / "params.yaml"
     p.write_text(f"data:\n  demo:\n    height: {value}\n")
     with pytest.raises(ConfigError) as err:
-        load_section(p, "data", DataConfig)
+        load_section(p, "data", sections()["data"])
     assert "data.demo.height" in str(err.value) and expected in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -102,7 +102,7 @@ def test_literal_and_unknown_section(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data:\n  tasks:\n    depth:\n      layout: hdf5\n")
     with pytest.raises(ConfigError, match=r"data\.tasks\.depth\.layout: expected one of"):
-        load_section(p, "data", DataConfig)
+        load_section(p, "data", sections()["data"])
     p.write_text("base: {seed: 1}\nsolverr: {}\n")
     with pytest.raises(ConfigError, match="unknown section 'solverr'"):
         load_all(p)
@@ -111,7 +111,7 @@ def test_literal_and_unknown_section(tmp_path):
 def test_int_is_accepted_for_float_and_configs_are_frozen(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data:\n  max_bad_fraction: 0\n  demo: {max_range: 5}\n")
-    cfg = load_section(p, "data", DataConfig)
+    cfg = load_section(p, "data", sections()["data"])
     assert cfg.demo.max_range == 5.0 and isinstance(cfg.demo.max_range, float)
     assert load_value(p, "data.max_bad_fraction") == 0.0
     with pytest.raises(AttributeError):
@@ -144,11 +144,11 @@ def test_nested_collections_are_checked():
 
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
-        load_section(tmp_path / "nope.yaml", "data", DataConfig)
+        load_section(tmp_path / "nope.yaml", "data", sections()["data"])
     p = tmp_path / "bad.yaml"
     p.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_section(p, "data", DataConfig)
+        load_section(p, "data", sections()["data"])
 
 
 def test_defaults_match_params_yaml():
@@ -157,19 +157,31 @@ def test_defaults_match_params_yaml():
 
 
 def test_record_reads_reports_each_leaf_read_with_its_dotted_key(tmp_path):
-    from pipeline.config import SolverConfig
-    from pipeline.params import load_section, load_value, record_reads
+    from pipeline.core.config import sections
+    from pipeline.core.params import load_section, load_value, record_reads
 
     path = tmp_path / "params.yaml"
     path.write_text("base: {seed: 3}\nsolver:\n  num_bins: 8\n  depth: {aux_weight: 0.5}\n"
                     "  runs: {a: {tasks: [depth], batch_size: {depth: 2}}}\n")
     with record_reads() as reads:
-        cfg = load_section(path, "solver", SolverConfig)
+        cfg = load_section(path, "solver", sections()["solver"])
         assert cfg.depth.aux_weight == 0.5 and cfg.runs["a"].batch_size == {"depth": 2}
         assert load_value(path, "base.seed") == 3
     assert reads == {"solver.depth.aux_weight", "solver.runs.a.batch_size", "base.seed"}
     assert cfg.num_bins == 8 and "solver.num_bins" not in reads  # read after the block: not recorded
+    SolverConfig = sections()["solver"]
     untracked = load_section(path, "solver", SolverConfig)
     fields = ("backbone", "model", "num_bins", "spare_codes", "depth", "insseg", "runs")
     assert type(untracked) is SolverConfig and untracked == SolverConfig(**{
         f: getattr(untracked, f) for f in fields})
+
+
+def test_a_task_section_is_checked_by_its_own_class_and_by_the_whole_file_check(tmp_path):
+    from pipeline.core.params import load_all
+    from pipeline.tasks.insseg.config import InssegInferConfig
+
+    path = tmp_path / "params.yaml"
+    path.write_text("evaluate:\n  insseg: {top_p: 2.0}\n")
+    for load in (lambda: load_section(path, "evaluate.insseg", InssegInferConfig), lambda: load_all(path)):
+        with pytest.raises(ConfigError, match=r"evaluate\.insseg\.top_p: must be in \[0, 1\], got 2.0"):
+            load()

@@ -15,8 +15,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.config import ConfigError
-from pipeline.data.sources import DemoConfig
+from pipeline.core.config import ConfigError
+from pipeline.core.sources import DemoConfig
 from pipeline.data.demo import render_demo
 from pipeline.data.demo.camera import Intrinsics, Pose
 from pipeline.data.demo.masks import mask_polygons, mask_rle

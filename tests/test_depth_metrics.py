@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.losses import mse_ignore_zero, silog_loss
-from pipeline.metrics import depth as M
-from pipeline.tokenizers.baselines import (
+from pipeline.tasks.depth import metrics as M
+from pipeline.tasks.depth.interp import (
     depth_interp_decode,
     depth_interp_encode,
     depth_interp_reconstruct,
     valid_cell_means,
 )
-from pipeline.tokenizers.mask_augment import num_masked_patches, random_patch_mask
+from pipeline.tasks.depth.losses import mse_ignore_zero, silog_loss
+from pipeline.tasks.depth.mask_augment import num_masked_patches, random_patch_mask
 
 # Two valid pixels: pred [2, 1], gt [1, 1] -> thr [2, 1], d [1, 0], e [ln 2, 0].
 PRED = np.array([2.0, 1.0])

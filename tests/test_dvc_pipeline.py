@@ -1,6 +1,7 @@
 """The real `dvc repro` on a tiny params set, then incremental re-runs with `dvc exp run -S`.
 
-Checks the user's main loop: the whole DAG runs; `dvc status` is clean afterwards; changing one
+Checks the user's main loop: the whole DAG runs; `dvc status` is clean afterwards; an edit in one task's
+folder stales only the stages that run that task; changing one
 instance-tokenizer param re-runs no depth stage; setting it back restores every stage from DVC's
 run-cache without running anything; changing one class-map-tokenizer param re-runs only semseg stages.
 Last, the same `dvc repro` on 2 gloo processes (`AIT_NPROC=2`), and evaluation on 2 processes scoring
@@ -85,6 +86,34 @@ def test_repro_runs_everything_and_leaves_a_clean_status(repo):
     three = json.loads((root / "results/evaluate/joint3/metrics.json").read_text())
     assert set(three) == {"depth", "insseg", "semseg"} and "miou" in three["semseg"]["model"]
 
+
+
+def _stale(root: Path, env: dict) -> set[str]:
+    dvc = str(Path(sys.executable).parent / "dvc")
+    return set(json.loads(_run([dvc, "status", "--json"], root, env)))
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_editing_one_tasks_code_stales_only_the_stages_that_run_it(repo, task):
+    """A comment appended to a file of pipeline/tasks/<task>/ (the registry imports a task's folder by
+    name) stales that task's stages and the runs that include it, and nothing else."""
+    root, env = repo
+    path = root / "pipeline/tasks" / task / "evaluate.py"
+    original = path.read_text()
+    path.write_text(original + "# an edit\n")
+    try:
+        stale = _stale(root, env)
+    finally:
+        path.write_text(original)
+    semseg = {"prepare@semseg", "train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg",
+              "train_solver@semseg", "evaluate@semseg"}
+    if task == "semseg":
+        assert stale == semseg | {"train_solver@joint3", "evaluate@joint3"}
+    else:
+        assert {"prepare@depth", "train_tokenizer@depth_mask50", "cache_tokens@depth_mask0", "train_solver@depth",
+                "evaluate@joint"} <= stale
+        assert not {s for s in stale if s.endswith(("@insseg", "@semseg"))}, stale
+    assert _stale(root, env) == set()
 
 def _toggled(value):
     return (not value) if isinstance(value, bool) else value + (1 if isinstance(value, int) else 0.25)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.metrics.depth import MAX_DEPTH, MIN_DEPTH
-from pipeline.tasks.depth_eval import MEDIAN_BINS, SpreadVsMap, depth_statistics
-from pipeline.tasks.insseg_eval import box_hits
+from pipeline.tasks.depth.evaluate import MEDIAN_BINS, SpreadVsMap, depth_statistics
+from pipeline.tasks.depth.metrics import MAX_DEPTH, MIN_DEPTH
+from pipeline.tasks.insseg.evaluate import box_hits
 
 BIN = (MAX_DEPTH - MIN_DEPTH) / MEDIAN_BINS
 

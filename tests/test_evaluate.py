@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core.io import read_jsonl
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.geometry.windows import letterbox, predict_windows, window_offsets
-from pipeline.io import read_jsonl
-from pipeline.metrics.depth import METRIC_NAMES
-from pipeline.tasks.depth_eval import mean_depth_map
-from pipeline.tasks.insseg_eval import box_hits, coco_metrics, coco_results
+from pipeline.tasks.depth.evaluate import mean_depth_map
+from pipeline.tasks.depth.metrics import METRIC_NAMES
+from pipeline.tasks.insseg.evaluate import box_hits, coco_metrics, coco_results
 from tests.test_solver_stages import _invoke, _train, project  # noqa: F401  (module fixture reused)
 
 # -------------------------------------------------------------------------------------------------
@@ -81,8 +81,8 @@ def test_single_centred_window_fills_uncovered_columns_from_its_edges():
 
 
 def test_predictions_are_clipped_at_1mm(monkeypatch):
-    from pipeline.config import DepthInferConfig
-    from pipeline.tasks import depth as depth_task
+    from pipeline.tasks.depth import task as depth_task
+    from pipeline.tasks.depth.config import DepthInferConfig
 
     negative = lambda v: torch.full((v.shape[0], 1, 4, 4), -1.0)  # noqa: E731
     # the window stitching is shared by the dense tasks: it never clips ...
@@ -126,10 +126,10 @@ def _tiny_tokenizer(ratio: int, scale: str):
 
 
 def test_parallel_solver_depth_is_one_teacher_forced_pass():
-    from pipeline.config import DepthInferConfig
-    from pipeline.tasks import depth as depth_task
-    from pipeline.tasks.depth import infer_depth
-    from pipeline.vocab import Vocab
+    from pipeline.core.vocab import Vocab
+    from pipeline.tasks.depth import task as depth_task
+    from pipeline.tasks.depth.config import DepthInferConfig
+    from pipeline.tasks.depth.task import infer_depth
 
     vocab = Vocab.build(num_bins=16, num_classes=0, mask_codes=None, depth_codes=16)
     model, tokenizer = _tiny_parallel_ait(vocab), _tiny_tokenizer(8, "none")
@@ -145,9 +145,9 @@ def test_parallel_solver_depth_is_one_teacher_forced_pass():
 
 
 def test_instances_come_back_in_original_pixels_with_dataset_category_ids():
-    from pipeline.config import InssegInferConfig, InssegTaskConfig
-    from pipeline.tasks.insseg import infer_instances
-    from pipeline.vocab import Vocab
+    from pipeline.core.vocab import Vocab
+    from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
+    from pipeline.tasks.insseg.task import infer_instances
 
     vocab = Vocab.build(num_bins=64, num_classes=3, mask_codes=16, depth_codes=None)
     model, tokenizer = _tiny_parallel_ait(vocab), _tiny_tokenizer(16, "symmetric")
@@ -214,7 +214,7 @@ def test_coco_path_scores_a_perfect_prediction_1_and_an_empty_one_0():
 
 
 def test_image_blind_prior_predicts_the_frequent_classes_at_their_median_box():
-    from pipeline.tasks.insseg_eval import class_prior, prior_results
+    from pipeline.tasks.insseg.evaluate import class_prior, prior_results
 
     def record(image_id, width, height, anns):
         return {"key": str(image_id), "image_id": image_id, "image": f"{image_id}.jpg", "width": width,
@@ -242,9 +242,9 @@ def test_image_blind_prior_predicts_the_frequent_classes_at_their_median_box():
 
 
 def test_panels_show_every_part_side_by_side():
-    from pipeline.tasks.depth_eval import depth_panel
-    from pipeline.tasks.insseg_eval import instance_panel
-    from pipeline.viz import GAP, TITLE_HEIGHT
+    from pipeline.core.viz import GAP, TITLE_HEIGHT
+    from pipeline.tasks.depth.evaluate import depth_panel
+    from pipeline.tasks.insseg.evaluate import instance_panel
 
     rng = np.random.default_rng(0)
     gt = rng.uniform(1, 5, (30, 40)).astype(np.float32)
@@ -292,7 +292,7 @@ def _spy_on_depth_inference(monkeypatch) -> list[dict]:
     A 4-step model can predict the 1 mm floor everywhere, which no averaging changes; so each prediction
     gets 1 m + its view's mean + a ramp over the view's own columns: not mirror-symmetric, so the
     stitched depth shows whether (and how) mirrored views were averaged."""
-    from pipeline.tasks import depth as infer  # where infer_depth looks up its predictor and windows
+    from pipeline.tasks.depth import task as infer  # where infer_depth looks up its predictor and windows
 
     calls: list[dict] = []
     predictor, predict_windows = infer.depth_predictor, infer.predict_windows
@@ -390,10 +390,11 @@ def test_evaluate_insseg_run(project):  # noqa: F811
 
 
 def test_evaluate_refuses_a_tokenizer_other_than_the_trained_one(project, tmp_path):  # noqa: F811
-    from pipeline import checkpoint
+    from pipeline.core import checkpoint
+    from pipeline.models.vqvae import load_vqvae
 
     assert _train(project, "depth", "ev_hash").exit_code == 0
-    model, config = checkpoint.load_vqvae(project / "models/tokenizer/depth_mask50")
+    model, config = load_vqvae(project / "models/tokenizer/depth_mask50")
     with torch.no_grad():
         model.quantizer.codebook.add_(1.0)  # a different, valid checkpoint
     checkpoint.save(tmp_path / "tok" / "depth_mask50", model, config["architecture"])

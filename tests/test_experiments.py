@@ -12,9 +12,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import SECTIONS, ConfigError
+from pipeline.core.config import ConfigError, sections
+from pipeline.core.params import from_dict
 from pipeline.experiments import count_stages, experiment_name, load_ablations, param_paths
-from pipeline.params import from_dict
 from pipeline.report import build_report, parse_exp_show
 from stages import ablate, report
 
@@ -164,7 +164,7 @@ def test_dvc_reads_the_overrides_back_as_written(tables, params, tmp_path):
                     node = node[part]
                 assert node == value, (exp, key)
             if all(k in real for k in row.set if not k.startswith("+")):
-                for section, cls in SECTIONS.items():  # still valid for the strict schema
+                for section, cls in sections().items():  # still valid for the strict schema
                     from_dict(cls, tree[section], section)
 
 

@@ -11,14 +11,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import checkpoint, viz
-from pipeline.config import TokenizerTaskConfig
+from pipeline.core import checkpoint, viz
+from pipeline.core.config import TokenizerTaskConfig
+from pipeline.core.io import read_jsonl
+from pipeline.core.params import load_section
 from pipeline.data.coco import segmentation_to_mask
-from pipeline.io import read_jsonl
-from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_section
-from pipeline.tokenizers.data import instance_index
-from pipeline.tokens.read import ZarrTokens
+from pipeline.models.vqvae import VQVAE, load_vqvae
+from pipeline.tasks.depth.evaluate import colorize_depth
+from pipeline.tasks.insseg.tokenizer import instance_index
+from pipeline.token_cache.read import ZarrTokens
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
 
@@ -92,20 +93,20 @@ def test_inspect_sample_depth_png_holds_image_gt_and_decoded_view(caches, tmp_pa
     png = np.asarray(Image.open(out))
     assert png.shape == (viz.TITLE_HEIGHT + 48, 3 * 48 + 2 * viz.GAP, 3)
     # The third tile is the hard decode of cached view 0 on the scale it shares with the GT tile.
-    model, _ = checkpoint.load_vqvae(caches / "models/depth_mask50")
+    model, _ = load_vqvae(caches / "models/depth_mask50")
     tokens = ZarrTokens(path, "test")[0][:1].astype(np.int64)
     with torch.no_grad():
         decoded = model.decode(torch.from_numpy(tokens))[0, 0].numpy()
     gt_tile = png[viz.TITLE_HEIGHT :, 48 + viz.GAP : 2 * 48 + viz.GAP]
     lo, hi = viz.shared_range(decoded, _gt_crop(caches, key))
     decoded_tile = png[viz.TITLE_HEIGHT :, 2 * (48 + viz.GAP) :]
-    np.testing.assert_array_equal(decoded_tile, viz.colorize_depth(decoded, lo, hi))
-    np.testing.assert_array_equal(gt_tile, viz.colorize_depth(_gt_crop(caches, key), lo, hi))
+    np.testing.assert_array_equal(decoded_tile, colorize_depth(decoded, lo, hi))
+    np.testing.assert_array_equal(gt_tile, colorize_depth(_gt_crop(caches, key), lo, hi))
 
 
 def _gt_crop(caches: Path, key: str) -> np.ndarray:
     from pipeline.tasks.registry import get_task
-    from pipeline.tokens.read import decode_sample, iter_tar_samples
+    from pipeline.token_cache.read import decode_sample, iter_tar_samples
 
     for shard in sorted((caches / "tokens/depth_mask50/test").glob("*.tar")):
         for sample in iter_tar_samples(shard):
@@ -159,7 +160,7 @@ def test_colorize_uses_the_given_scale_and_blacks_out_invalid_pixels():
     depth = np.array([[0.0, 1.0, 3.0, np.nan]])
     lo, hi = viz.shared_range(depth, np.array([[2.0, 0.0]]))
     assert (lo, hi) == (1.0, 3.0)  # zeros and NaN are not depths
-    rgb = viz.colorize_depth(depth, lo, hi)
+    rgb = colorize_depth(depth, lo, hi)
     np.testing.assert_array_equal(rgb[0, 1], viz._RAMP[0])  # vmin -> first colour
     np.testing.assert_array_equal(rgb[0, 2], viz._RAMP[-1])  # vmax -> last colour
     assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 3].tolist() == [0, 0, 0]

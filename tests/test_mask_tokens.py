@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.geometry.masks import crop_instance_mask, flip_crop, paste_mask, rounded_box
-from pipeline.losses import dice_loss
-from pipeline.metrics.masks import coco_mask_map, encode_rle
-from pipeline.tokenizers.baselines import mask_interp_encode, mask_interp_reconstruct
+from pipeline.tasks.insseg.interp import mask_interp_encode, mask_interp_reconstruct
+from pipeline.tasks.insseg.losses import dice_loss
+from pipeline.tasks.insseg.masks import crop_instance_mask, flip_crop, paste_mask, rounded_box
+from pipeline.tasks.insseg.metrics import coco_mask_map, encode_rle
 
 COCO_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_sample"
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.metrics.segmentation import ConfusionMatrix, PixelMajority, class_histogram
-from pipeline.viz import colorize_labels, label_palette
+from pipeline.core.viz import colorize_labels, label_palette
+from pipeline.tasks.semseg.metrics import ConfusionMatrix, PixelMajority, class_histogram
 
 # 3x4 example, N = 3; the two GT-0 pixels (right column, rows 0-1) carry predictions 3 and 1.
 GT = np.array([[1, 1, 2, 0],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.errors import DataError
+from pipeline.core.errors import DataError
 from pipeline.data.nyu import (
     DepthEntry,
     depth_to_metres,

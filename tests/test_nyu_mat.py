@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 from typer.testing import CliRunner
 
-from pipeline.data.errors import DataError
+from pipeline.core.errors import DataError
 from pipeline.data.nyu import list_depth_samples, read_depth_png, read_label_png, read_rgb
 from pipeline.data.nyu_mat import (
     NYU40_NAMES,

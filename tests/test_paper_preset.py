@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
+from pipeline.core.params import load_all
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
-from pipeline.params import load_all
-from pipeline.tasks import insseg_sequence as insseg_task
+from pipeline.tasks.insseg import sequence as insseg_task
 from pipeline.tasks.registry import vocab_for
 from stages.preset import merged
 

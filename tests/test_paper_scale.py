@@ -31,25 +31,25 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
+from pipeline.core.io import read_jsonl
+from pipeline.core.optim import build_optimizer, build_scheduler
+from pipeline.core.params import load_all
+from pipeline.core.runtime import seed_everything
+from pipeline.core.vocab import Vocab
 from pipeline.data.nyu import read_rgb
 from pipeline.geometry.views import dense_views, extract_views, views_to_json
-from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, param_groups, solver_config
-from pipeline.models.vqvae import VQVAE, grid_shape
-from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.params import load_all
-from pipeline.runtime import seed_everything
-from pipeline.solver import run as solver_run
-from pipeline.solver.augment import DEPTH_DRAW_SIZE
-from pipeline.solver.steps import TrainStep
-from pipeline.solver.train import fit
-from pipeline.tasks import insseg_sequence as insseg_task
-from pipeline.tasks.insseg import infer_instances
-from pipeline.tasks.insseg_eval import coco_results
+from pipeline.models.vqvae import VQVAE, grid_shape, load_vqvae
+from pipeline.solver_training import run as solver_run
+from pipeline.solver_training.steps import TrainStep
+from pipeline.solver_training.train import fit
+from pipeline.tasks.depth.augment import DEPTH_DRAW_SIZE
+from pipeline.tasks.insseg import sequence as insseg_task
+from pipeline.tasks.insseg.evaluate import coco_results
+from pipeline.tasks.insseg.task import infer_instances
 from pipeline.tasks.registry import get_task, vocab_for
-from pipeline.tokens.read import ZarrTokens, decode_sample, iter_tar_samples, open_cache
-from pipeline.vocab import Vocab
+from pipeline.token_cache.read import ZarrTokens, decode_sample, iter_tar_samples, open_cache
 from stages.cli import app
 from stages.preset import merged
 
@@ -121,7 +121,7 @@ def _cache(project: SimpleNamespace, task: str, variant: str, seed: int) -> Simp
     out = root / "data/tokens" / variant
     _invoke(["cache-tokens", variant, "--params", params, "--prepared", str(root / "data/prepared"),
              "--model-dir", str(model_dir), "--out", str(out), "--device", "cpu"], root)
-    tokenizer, config = checkpoint.load_vqvae(model_dir)
+    tokenizer, config = load_vqvae(model_dir)
     return SimpleNamespace(info=open_cache(out, config["content_hash"]), model_dir=model_dir,
                            tokenizer=tokenizer, prepared=root / "data/prepared" / task)
 

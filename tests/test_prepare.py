@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.io import read_jsonl
+from pipeline.core.io import read_jsonl
 from stages.cli import app
 
 H, W = 24, 32

@@ -16,11 +16,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from pipeline.data.sources import DemoConfig
+from pipeline.core.io import read_jsonl
+from pipeline.core.sources import DemoConfig
 from pipeline.data.demo import render_demo
 from pipeline.data.demo.semseg import CLASSES
 from pipeline.data.nyu_mat import import_labeled_mat
-from pipeline.io import read_jsonl
 from stages import prepare
 from tests.test_nyu_mat import NAMES, _frames, _labels, _write_mat, _write_splits
 

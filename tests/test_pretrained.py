@@ -14,12 +14,12 @@ import re
 import pytest
 import torch
 
-from pipeline.config import BackboneConfig, BackboneInit, ConfigError, SolverModelConfig
-from pipeline.data.errors import DataError
+from pipeline.core.config import BackboneConfig, BackboneInit, ConfigError, SolverModelConfig
+from pipeline.core.errors import DataError
+from pipeline.core.vocab import Vocab
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import build_backbone
 from pipeline.models.pretrained import WINDOW_BUFFERS, initialise
-from pipeline.vocab import Vocab
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), img_size=64, window_size=4,
             normalize=False)

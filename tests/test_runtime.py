@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.runtime import seed_everything
+from pipeline.core.runtime import seed_everything
 
 
 def _embedding_grads(repeats: int) -> set[bytes]:

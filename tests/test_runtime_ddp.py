@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from pipeline import runtime
+from pipeline.core import runtime
 
 
 def test_single_process_defaults(monkeypatch):
@@ -78,8 +78,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     )  # fmt: skip
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from pipeline.losses import mse_ignore_zero
     from pipeline.models.vqvae import VQVAE, VQVAEConfig
+    from pipeline.tasks.depth.losses import mse_ignore_zero
 
     info = runtime.init_distributed("cpu")
     assert info.is_dist and info.rank == rank

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError
-from pipeline.solver.shares import rank_batches, rank_loss_weights
+from pipeline.core.config import ConfigError
+from pipeline.solver_training.shares import rank_batches, rank_loss_weights
 
 
 def test_the_paper_joint_step_runs_on_eight_ranks():

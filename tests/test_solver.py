@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from pipeline.core.vocab import Vocab
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.solver_layers import sine_positions_2d
 from pipeline.tasks.registry import TASK_SLOTS
-from pipeline.vocab import Vocab
 
 VOCAB = Vocab.build(20, 5, 8, 8)  # V = 21 + 5 + 2 + 8 + 8 = 44
 INSSEG = [("coord",)] * 4 + [("class", "noise")] + [("mask",)] * 2  # a 7-token "object"

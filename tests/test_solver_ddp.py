@@ -1,5 +1,5 @@
 """A 2-process gloo DDP step of the task-solver equals one process on the same global batch, also when
-the batch does not split evenly (ranks weight their losses by their share, pipeline/solver/shares.py)."""
+the batch does not split evenly (ranks weight their losses by their share, pipeline/solver_training/shares.py)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,23 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pipeline import runtime
-from pipeline.config import DepthTaskConfig
+from pipeline.core import runtime
+from pipeline.core.vocab import Vocab
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
-from pipeline.solver.augment import DepthAugmentConfig, draw_depth
-from pipeline.solver.shares import rank_batches, rank_loss_weights
-from pipeline.solver.steps import TrainStep
-from pipeline.tasks.depth import DepthLoss
-from pipeline.vocab import Vocab
+from pipeline.solver_training.shares import rank_batches, rank_loss_weights
+from pipeline.solver_training.steps import TrainStep
+from pipeline.tasks.depth.augment import draw_depth
+from pipeline.tasks.depth.config import DepthAugmentConfig, DepthTaskConfig
+from pipeline.tasks.depth.task import DepthLoss
 
 BACKBONE = BackboneConfig(img_size=64, window_size=4, embed_dim=16, depths=(1, 1, 1, 1),
                           num_heads=(1, 1, 2, 2), drop_path_rate=0.0)
 
 
 def _step_module(weights: dict[str, float]) -> TrainStep:
-    from pipeline.config import SolverModelConfig
+    from pipeline.core.config import SolverModelConfig
 
     runtime.seed_everything(0)
     vocab = Vocab.build(8, 0, None, 16)

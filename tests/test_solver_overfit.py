@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import SolverModelConfig
+from pipeline.core.config import SolverModelConfig
+from pipeline.core.io import read_jsonl
+from pipeline.core.runtime import seed_everything
+from pipeline.core.vocab import Vocab
 from pipeline.data.nyu import read_depth_metres, read_rgb
-from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
-from pipeline.runtime import seed_everything
-from pipeline.tasks import depth as depth_task
-from pipeline.vocab import Vocab
+from pipeline.tasks.depth import task as depth_task
 
 pytestmark = pytest.mark.slow
 

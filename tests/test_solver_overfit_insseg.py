@@ -16,22 +16,23 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.config import InssegInferConfig, InssegTaskConfig, SolverModelConfig
+from pipeline.core.config import SolverModelConfig
+from pipeline.core.io import read_jsonl
+from pipeline.core.runtime import seed_everything
+from pipeline.core.vocab import Vocab
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_rgb
-from pipeline.geometry.masks import MASK_CROP_SIZE, crop_instance_mask
 from pipeline.geometry.windows import letterbox
-from pipeline.io import read_jsonl
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
-from pipeline.runtime import seed_everything
-from pipeline.tasks import insseg_sequence as insseg_task
-from pipeline.tasks.insseg import infer_instances
-from pipeline.tasks.insseg_eval import coco_metrics, coco_results
+from pipeline.tasks.insseg import sequence as insseg_task
+from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
+from pipeline.tasks.insseg.evaluate import coco_metrics, coco_results
+from pipeline.tasks.insseg.masks import MASK_CROP_SIZE, crop_instance_mask
+from pipeline.tasks.insseg.task import infer_instances
 from pipeline.tasks.registry import get_task
-from pipeline.tokenizers.train import LossSpec, tokenizer_loss
-from pipeline.vocab import Vocab
+from pipeline.tokenizer_training.train import LossSpec, tokenizer_loss
 from tests.tiny import tiny_params, write_params
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import yaml
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
 from stages.cli import app
 from tests.tiny import tiny_params, tiny_solver, write_params
 
@@ -96,7 +96,7 @@ def test_train_solver_writes_a_self_describing_checkpoint(project, run, tasks):
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypatch):
-    from pipeline.solver import train as loop
+    from pipeline.solver_training import train as loop
 
     calls = {"n": 0}
     original = loop.clip_gradients
@@ -160,8 +160,8 @@ def test_a_run_starts_from_a_foreign_checkpoint_through_the_stage(project, tmp_p
     loads every backbone tensor, says so, and records the start (layout, file hash) in the checkpoint."""
     import torch
 
-    from pipeline.config import BackboneConfig
-    from pipeline.io import sha256_file
+    from pipeline.core.config import BackboneConfig
+    from pipeline.core.io import sha256_file
     from pipeline.models.backbone import build_backbone
 
     backbone = SOLVER["backbone"]

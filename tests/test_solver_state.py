@@ -7,8 +7,8 @@ import random
 import numpy as np
 import torch
 
-from pipeline.optim import OptimConfig, build_scheduler
-from pipeline.solver.train import load_state, save_state
+from pipeline.core.optim import OptimConfig, build_scheduler
+from pipeline.solver_training.train import load_state, save_state
 
 
 def _objects(seed: int):

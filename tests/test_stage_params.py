@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.params import record_reads
+from pipeline.core.params import record_reads
 from stages.preset import leaves
 from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import silog_loss
+from pipeline.core.vocab import Vocab
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
-from pipeline.tasks import IGNORE_INDEX
-from pipeline.tasks import depth as dep
-from pipeline.vocab import Vocab
+from pipeline.tasks.depth import task as dep
+from pipeline.tasks.depth.losses import silog_loss
+from pipeline.tasks.sequences import IGNORE_INDEX
 
 VOCAB = Vocab.build(num_bins=20, num_classes=5, mask_codes=8, depth_codes=16)  # V = 21+5+2+8+16 = 52
 GRID = (4, 4)  # 32 x 32 depth maps, downsample 8

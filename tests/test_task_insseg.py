@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.geometry.paste import paste_masks
-from pipeline.losses import dice_loss
+from pipeline.core.vocab import Vocab
 from pipeline.models.sampling import decoding_plan
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
-from pipeline.tasks import IGNORE_INDEX, token_accuracy
-from pipeline.tasks import insseg_sequence as ins
-from pipeline.tasks.noise import noise_objects, truncated_normal
-from pipeline.vocab import Vocab
+from pipeline.tasks.insseg import sequence as ins
+from pipeline.tasks.insseg.losses import dice_loss
+from pipeline.tasks.insseg.noise import noise_objects, truncated_normal
+from pipeline.tasks.insseg.paste import paste_masks
+from pipeline.tasks.sequences import IGNORE_INDEX, token_accuracy
 
 VOCAB = Vocab.build(num_bins=200, num_classes=5, mask_codes=16, depth_codes=None)
 M = 16  # 4 x 4 mask grid of the tiny tokenizer below

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ast
 import io
+import re
+import subprocess
+import sys
 import tokenize
 import typing
 from pathlib import Path
@@ -19,27 +22,26 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TaskName
+from pipeline.core.config import TaskName
 from pipeline.inspect import sample_panel
-from pipeline.solver.evaluate import EvalPaths, evaluate_run, load_options
-from pipeline.solver.run import RunPaths, load_run, train_run
+from pipeline.jobs.cache import cache_job, cache_variant
+from pipeline.jobs.evaluate import EvalPaths, evaluate_run, load_options
+from pipeline.jobs.tokenizer import evaluate_variant, load_tokenizer_spec, train_variant
+from pipeline.jobs.train_solver import RunPaths, load_run, train_run
 from pipeline.tasks.base import Task
-from pipeline.tasks.registry import TASKS, get_task
-from pipeline.tokenizers.run import evaluate_variant, load_tokenizer_spec, train_variant
-from pipeline.tokens.read import ZarrTokens, open_cache
-from pipeline.tokens.run import cache_job, cache_variant
+from pipeline.tasks.registry import TASK_IDS, TASK_NAMES, get_task
+from pipeline.token_cache.read import ZarrTokens, open_cache
 from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 
 CPU = torch.device("cpu")
-# The generic layers the issue names: token caches, solver steps, inference, evaluation, stages, inspection,
-# summaries, the vocabulary, the tokenizer trainer. Task modules (pipeline/tasks), the params schema
-# (pipeline/config.py) and the dataset readers (pipeline/data) may name tasks.
-GENERIC = [*(p for d in ("pipeline/tokens", "pipeline/solver", "pipeline/models", "stages")
-             for p in sorted((ROOT / d).glob("*.py"))),
-           *(ROOT / "pipeline" / name for name in ("vocab.py", "summary.py", "headline.py", "inspect.py",
-                                                     "live.py", "checkpoint.py", "experiments.py",
-                                                     "report.py")),
-           ROOT / "pipeline/tokenizers/train.py", ROOT / "pipeline/tokenizers/run.py"]
+# Everything outside the task folders is task-blind: it names no task. The exceptions read the datasets
+# and the params file, whose formats and keys are named after tasks: the dataset readers (pipeline/data)
+# and the registry, the one list of the tasks.
+NAMING_ALLOWED = ("pipeline/data/", "pipeline/tasks/registry.py")
+GENERIC = sorted(p for d in ("pipeline", "stages") for p in (ROOT / d).rglob("*.py")
+                 if not str(p.relative_to(ROOT)).startswith(NAMING_ALLOWED)
+                 and not (p.relative_to(ROOT).parts[:2] == ("pipeline", "tasks") and p.parent.name in TASK_IDS))
+TASK_WORD = re.compile(rf"(?:^|_)({'|'.join(TASK_NAMES)})(?:_|$)")
 MAX_STAGE_LINES = 60
 
 
@@ -48,16 +50,28 @@ def _string_constants(path: Path) -> set[str]:
             and isinstance(n.value, str)}
 
 
+def task_specific(path: Path) -> set[str]:
+    """Task names `path` uses as strings (a comparison, a key, a default) and its functions and classes
+    named after a task (`colorize_depth`, `InssegLayout`): task logic that belongs in the task's folder."""
+    tree = ast.parse(path.read_text())
+    named = _string_constants(path) & set(TASK_NAMES)
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+               and TASK_WORD.search(re.sub(r"(?<=[a-z])(?=[A-Z])", "_", n.name).lower())}
+    return named | defined
+
+
 @pytest.mark.parametrize("path", GENERIC, ids=lambda p: str(p.relative_to(ROOT)))
-def test_generic_layers_name_no_task(path):
-    named = _string_constants(path) & set(TASKS)
-    assert not named, f"{path.relative_to(ROOT)} names task(s) {sorted(named)}: dispatch through the Task"
+def test_code_outside_the_task_folders_is_task_blind(path):
+    found = task_specific(path)
+    assert not found, f"{path.relative_to(ROOT)}: {sorted(found)} is task logic: move it to pipeline/tasks/<task>/"
 
 
-def test_the_name_scan_catches_a_comparison(tmp_path):
+def test_the_task_scan_catches_a_comparison_and_a_task_named_function(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text('def f(task):\n    return 1 if task == "semseg" else 2\n')
-    assert _string_constants(bad) & set(TASKS) == {"semseg"}
+    bad.write_text('def f(task):\n    return 1 if task == "semseg" else 2\n\n\n'
+                   'def colorize_depth(x):\n    return x\n\n\nclass InssegLayout:\n    pass\n')
+    assert task_specific(bad) == {"semseg", "colorize_depth", "InssegLayout"}
+    assert len(GENERIC) > 60  # the tokenizer training, caches, solver, models, core and stages are scanned
 
 
 def code_lines(path: Path) -> int:
@@ -91,17 +105,27 @@ def test_code_lines_counts_code_only(tmp_path):
 
 
 def test_registry_matches_the_params_schema_and_implements_the_whole_protocol():
-    assert list(TASKS) == ["insseg", "depth", "semseg"]  # the vocabulary's layout order
-    assert set(typing.get_args(TaskName)) == set(TASKS)
+    assert TASK_NAMES == ("insseg", "depth", "semseg")  # the vocabulary's layout order
+    assert set(typing.get_args(TaskName)) == set(TASK_NAMES)
+    assert sorted(p.parent.name for p in (ROOT / "pipeline/tasks").glob("*/task.py")) == sorted(TASK_NAMES)
     methods = [name for name, v in vars(Task).items() if callable(v) and not name.startswith("_")]
-    for task in TASKS.values():
-        assert isinstance(task, Task)
+    for name in TASK_NAMES:
+        task = get_task(name)
+        assert isinstance(task, Task) and task.name == name
         missing = [m for m in methods if getattr(type(task), m) is getattr(Task, m)
-                   and m not in ("tokenizer_arch", "vocab_codes", "vocab_classes")]
+                   and m not in ("tokenizer_arch", "vocab_classes")]
         assert not missing, f"{task.name} does not implement {missing}"
-        assert len({t.task_id for t in TASKS.values()}) == len(TASKS)
+    assert len(set(TASK_IDS.values())) == len(TASK_IDS)
     with pytest.raises(Exception, match="registered tasks: insseg, depth, semseg"):
         get_task("panoptic")
+
+
+def test_the_registry_imports_only_the_task_it_is_asked_for():
+    code = ("import sys; from pipeline.tasks.registry import get_task; get_task('semseg'); "
+            "print(sorted(m for m in sys.modules if m.startswith('pipeline.tasks.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = {m.split(".")[2] for m in eval(out.stdout)}
+    assert "semseg" in loaded and not loaded & {"depth", "insseg"}, loaded
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +138,7 @@ def project(tiny_project, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", TASK_NAMES)
 def test_contract_labels_tokens_cache_step_decode_metrics(project, tmp_path, name):
     task, params, prepared = get_task(name), project / "params.yaml", project / "data/prepared"
     variant = load_run(params, name).variants[name]

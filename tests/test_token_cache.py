@@ -17,18 +17,18 @@ import torch
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
+from pipeline.core.io import read_jsonl
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
-from pipeline.geometry.masks import crop_instance_mask, flip_crop
 from pipeline.geometry.views import View, dense_views, extract_views, nearest_view, view_offsets
-from pipeline.io import read_jsonl
-from pipeline.models.vqvae import VQVAE
+from pipeline.models.vqvae import VQVAE, load_vqvae
+from pipeline.tasks.insseg.masks import crop_instance_mask, flip_crop
+from pipeline.tasks.insseg.tokenizer import instance_index
 from pipeline.tasks.registry import get_task
-from pipeline.tokenizers.data import instance_index
-from pipeline.tokens.build import CACHE_THREADS
-from pipeline.tokens.manifest import SCHEMA_VERSION, CacheError
-from pipeline.tokens.read import ZarrTokens, decode_sample, open_cache, token_pipeline
+from pipeline.token_cache.build import CACHE_THREADS
+from pipeline.token_cache.manifest import SCHEMA_VERSION, CacheError
+from pipeline.token_cache.read import ZarrTokens, decode_sample, open_cache, token_pipeline
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
 
@@ -84,7 +84,7 @@ def _read_all(path: Path, split: str) -> list[dict]:
 
 
 def _model(project: Path, variant: str) -> VQVAE:
-    return checkpoint.load_vqvae(project / "models" / variant)[0]
+    return load_vqvae(project / "models" / variant)[0]
 
 
 def test_depth_round_trip_is_exact(project, caches):
@@ -254,9 +254,9 @@ def _rank_build(rank: int, world: int, port: int, project: str, out: str) -> Non
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # what torchrun sets
-    from pipeline import runtime
-    from pipeline.tokens.build import build_cache
-    from pipeline.tokens.run import cache_job
+    from pipeline.core import runtime
+    from pipeline.jobs.cache import cache_job
+    from pipeline.token_cache.build import build_cache
 
     info = runtime.init_distributed("cpu")
     root = Path(project)

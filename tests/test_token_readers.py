@@ -1,4 +1,4 @@
-"""Token-cache readers on small synthetic caches written with `pipeline.tokens.write`.
+"""Token-cache readers on small synthetic caches written with `pipeline.token_cache.write`.
 
 The caches here are made without a tokenizer (tokens encode the sample index), so every reader property
 can be checked against known values: DDP/worker splitting, equal batch counts, refusals, zarr access.
@@ -18,18 +18,19 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipeline.io import write_json
-from pipeline.metrics.codes import usage_stats
+from pipeline.core.io import write_json
 from pipeline.tasks.registry import get_task
-from pipeline.tokens import write
-from pipeline.tokens.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
-from pipeline.tokens.read import (
+from pipeline.token_cache import write
+from pipeline.token_cache.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
+from pipeline.token_cache.read import (
     ZarrTokens,
     consumer_batches,
     decode_sample,
     open_cache,
     token_pipeline,
 )
+from pipeline.tokenizer_training.codes import usage_stats
+from tests.tiny import depth_sample
 
 HASH = "feedc0de12345678"
 VIEWS = [{"flip": 0, "x": 0}, {"flip": 1, "x": 0}]
@@ -52,7 +53,7 @@ def _write_cache(root: Path, n: int, shard_max: int, split: str = "train") -> li
     (root / split).mkdir(parents=True)
     shards = []
     for j, (a, b) in enumerate(bounds):
-        samples = [write.depth_sample(keys[i], _png(np.full((3, 4, 3), i, np.uint8)), "png",
+        samples = [depth_sample(keys[i], _png(np.full((3, 4, 3), i, np.uint8)), "png",
                                       _png(np.full((3, 4), 1000 * (i + 1), np.uint16)), _tokens(i), VIEWS)
                    for i in range(a, b)]
         write.write_shard(root / write.shard_rel(split, j), samples)

@@ -12,11 +12,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
+from pipeline.core.io import read_jsonl
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.data.nyu import read_depth_metres
-from pipeline.geometry.masks import crop_instance_mask
-from pipeline.io import read_jsonl
+from pipeline.models.vqvae import load_vqvae
+from pipeline.tasks.insseg.masks import crop_instance_mask
 from pipeline.tasks.registry import get_task
 from stages.cli import app
 
@@ -45,7 +46,7 @@ def test_checkpoint_carries_config_and_identity(trained, variant, task):
     config = checkpoint.read_config(trained / variant / "model")
     assert config["task"] == task and config["variant"] == variant
     assert len(config["content_hash"]) == 16
-    model, _ = checkpoint.load_vqvae(trained / variant / "model")  # rebuilt from config.json, hash verified
+    model, _ = load_vqvae(trained / variant / "model")  # rebuilt from config.json, hash verified
     assert model.cfg.num_embeddings == 16
     live = json.loads((trained / variant / "live" / "metrics.json").read_text())
     assert {"loss", "lr", "perplexity", "dead_codes"} <= set(live) and math.isfinite(live["loss"])
@@ -67,7 +68,7 @@ def test_corrupt_weights_are_refused(trained, tmp_path):
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="content hash"):
-        checkpoint.load_vqvae(tmp_path / "m")
+        load_vqvae(tmp_path / "m")
 
 
 def _usage(indices: torch.Tensor, num_codes: int) -> dict[str, float]:
@@ -131,7 +132,7 @@ def _mask_usage(model, records: list[dict], crop_size: int) -> dict[str, float]:
 @pytest.mark.parametrize("variant, key", [("depth_mask50", "rmse"), ("insseg", "AP")])
 def test_eval_reports_vqvae_next_to_baseline(tiny_project, trained, variant, key, tmp_path):
     model_dir = trained / variant / "model"
-    model, config = checkpoint.load_vqvae(model_dir)
+    model, config = load_vqvae(model_dir)
     held_out = get_task(config["task"]).splits[1]
     records = read_jsonl(tiny_project / "data/prepared" / config["task"] / f"{held_out}.jsonl")
     if variant == "depth_mask50":

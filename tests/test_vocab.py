@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.vocab import Vocab
+from pipeline.core.vocab import Vocab
 
 CONFIGS = [
     Vocab.paper(with_insseg=False),

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.losses import mse_ignore_zero
 from pipeline.models.vqvae import (
     DEPTH_VQVAE,
     MASK_VQVAE,
@@ -16,6 +15,7 @@ from pipeline.models.vqvae import (
     from_official_state_dict,
     grid_shape,
 )
+from pipeline.tasks.depth.losses import mse_ignore_zero
 
 TINY = VQVAEConfig(hidden_dim=4, downsample_ratio=8, num_embeddings=8, embedding_dim=8, num_res_blocks=1)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import VQVAEConfig
-from pipeline.losses import label_ce_loss
+from pipeline.core.config import VQVAEConfig
 from pipeline.models.vqvae import VQVAE, labels_from_logits, onehot_labels
-from pipeline.tokenizers.baselines import label_interp_reconstruct
+from pipeline.tasks.semseg.interp import label_interp_reconstruct
+from pipeline.tasks.semseg.losses import label_ce_loss
 
 ONEHOT = VQVAEConfig(hidden_dim=8, downsample_ratio=4, num_embeddings=16, embedding_dim=8, channels=3,
                      num_res_blocks=1, input_scale="onehot")

@@ -75,3 +75,13 @@ TINY_PIPELINE = {
               "semseg": {"crop_size": 48, "crop_stride": 16, "shard_max_samples": 8}},
     "solver": tiny_solver(steps=2, num_query=3),
 }
+
+
+def depth_sample(key: str, rgb: bytes, rgb_ext: str, depth_png: bytes, tokens,
+                 views: list[dict[str, int]]) -> dict:
+    """A depth WebDataset sample as the depth task's cache layout writes it: stored RGB/depth bytes,
+    `(V, h, w)` tokens and the view list."""
+    from pipeline.token_cache.write import encode_json, encode_npy
+
+    return {"__key__": key, f"rgb.{rgb_ext}": rgb, "depth.png": depth_png,
+            "tokens.npy": encode_npy(tokens), "views.json": encode_json(views)}

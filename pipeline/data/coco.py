@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.data.errors import DataError
+from pipeline.core.errors import DataError
 
 
 class CocoIndex:

@@ -23,6 +23,7 @@ caller can count bad samples (`data.max_bad_fraction`).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from pipeline.data.errors import DataError
+from pipeline.core.errors import DataError
 
 # DenseDepth train depths are 8-bit PNGs where 255 means 10 m (DenseDepth `data.py`: `/255*maxDepth`).
 DENSEDEPTH_UINT8_MAX_METRES = 10.0
@@ -201,3 +202,8 @@ def stored_depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray
     if raw.dtype == np.uint8:
         return depth_to_metres(raw, 255.0 / DENSEDEPTH_UINT8_MAX_METRES)
     return depth_to_metres(raw.astype(np.uint16, copy=False), scale)
+
+
+def depth_png_metres(data: bytes) -> np.ndarray:
+    """Stored depth PNG bytes -> (H, W) float32 metres (0 = invalid), as `stored_depth_to_metres`."""
+    return stored_depth_to_metres(np.asarray(Image.open(io.BytesIO(data))))

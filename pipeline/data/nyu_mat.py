@@ -44,8 +44,8 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from pipeline.data.errors import DataError
-from pipeline.io import write_json
+from pipeline.core.errors import DataError
+from pipeline.core.io import write_json
 
 NYU_FOCAL = 518.8579  # px; the constant of the BTS/AiT list files (PAPER_NOTES §6.1)
 JPEG_QUALITY = 95  # cv2.imwrite's default, used by BTS's converter

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.tokens.manifest import CacheError
+from pipeline.core.errors import CacheError
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     h, w = image.shape[:2]
     scale = size / max(h, w)
     rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
-    # the same PIL bilinear resize as the training jitter (pipeline.solver.augment.Jitter.image)
+    # the same PIL bilinear resize as the training jitter (pipeline.solver_training.augment.Jitter.image)
     resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32) / 255.0
     out = np.zeros((size, size, 3), np.float32)
     out[:rh, :rw] = resized

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from pipeline import checkpoint
+from pipeline.core import checkpoint
+from pipeline.core.vocab import Vocab
 from pipeline.models.backbone import Backbone, BackboneConfig, build_backbone, layer_id, num_lr_layers
 from pipeline.models.solver import Solver, SolverConfig
-from pipeline.vocab import Vocab
 
 # Backbone parameter names exempt from weight decay (official `skip_keywords`; timm calls the
 # continuous relative-position MLP `cpb_mlp`).

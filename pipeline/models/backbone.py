@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import BackboneConfig
+from pipeline.core.config import BackboneConfig
 
 
 class Backbone(nn.Module):

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pipeline.data.errors import DataError
+from pipeline.core.errors import DataError
 
 KEY = "solver.backbone.weights"  # the params key named by every error (a run may override it)
 WINDOW_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask")

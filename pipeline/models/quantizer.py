@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import runtime
+from pipeline.core import runtime
 
 Collective = Callable[[torch.Tensor], torch.Tensor]
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence, Set
 import torch
 from torch import Tensor
 
-from pipeline.vocab import Vocab
+from pipeline.core.vocab import Vocab
 
 
 def restrict_logits(logits: Tensor, legal_mask: Tensor) -> Tensor:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import SolverModelConfig
+from pipeline.core.config import SolverModelConfig
+from pipeline.core.vocab import Vocab
 from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver_layers import (
     DecoderBlock,
@@ -35,7 +36,6 @@ from pipeline.models.solver_layers import (
     Mlp,
     sine_positions_2d,
 )
-from pipeline.vocab import Vocab
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import VQVAEConfig
+from pipeline.core import checkpoint
+from pipeline.core.config import VQVAEConfig
 from pipeline.models.quantizer import VectorQuantizerEMA
 from pipeline.models.soft import soft_lookup
 
@@ -41,16 +43,6 @@ DEPTH_VQVAE = VQVAEConfig(hidden_dim=16, downsample_ratio=32, num_embeddings=128
 MASK_VQVAE = VQVAEConfig(
     hidden_dim=16, downsample_ratio=16, num_embeddings=128, embedding_dim=512, input_scale="symmetric"
 )
-
-
-def depth_preset() -> VQVAEConfig:
-    """The paper's depth tokenizer: h16 r32 K128 D512, metres in and out (480² -> 15x15 tokens)."""
-    return DEPTH_VQVAE
-
-
-def mask_preset() -> VQVAEConfig:
-    """The paper's mask tokenizer: h16 r16 K128 D512, symmetric scaling (64² -> 4x4 tokens)."""
-    return MASK_VQVAE
 
 
 def _num_stages(cfg: VQVAEConfig) -> int:
@@ -196,3 +188,18 @@ def from_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, tor
         key = key.removeprefix("module.")  # saved from a DDP wrapper (PAPER_NOTES §1.4)
         out[_OFFICIAL_KEYS.get(key, key)] = value
     return out
+
+
+TOKENIZER_PRODUCER = "`dvc repro train_tokenizer`"
+
+
+def load_vqvae(directory: Path):
+    """Rebuild a VQ-VAE tokenizer from its checkpoint dir (config.json, hash-checked); eval mode.
+
+    Returns `(model, config)`; a missing or corrupt checkpoint raises `checkpoint.CheckpointError` naming the file.
+    """
+    config = checkpoint.read_config(directory, TOKENIZER_PRODUCER)
+    model = checkpoint.build_from_config(directory, lambda c: VQVAE(VQVAEConfig(**c["architecture"])), config,
+                              TOKENIZER_PRODUCER)
+    checkpoint.load_weights(directory, model, producer=TOKENIZER_PRODUCER)
+    return model.eval(), config

@@ -9,8 +9,8 @@ every method below (big_vision UViM's task trio, widened to the whole pipeline):
   `tokenizer_loss`, `evaluate_tokenizer` (reconstruction next to the interpolation baseline);
 - the token cache: `cache_layout` (what one cached sample stores and how its labels are encoded);
 - the solver: `sequence_length`, `input_side`, `examples` (cache sample -> augmented training example,
-  consistent with the cached views), `loss_adapter` (sequences, CE + aux loss), `vocab_codes` /
-  `vocab_classes` (its code range in the shared vocabulary, read from the cache manifest);
+  consistent with the cached views), `loss_adapter` (sequences, CE + aux loss), `vocab_classes` (class tokens it adds to the
+  shared vocabulary; its code range is its cache's codebook size);
 - evaluation: `evaluate` (decode outputs back to predictions, metrics next to an image-blind baseline,
   panels), `headline`, `report`, `summary_rows`;
 - inspection: `inspect_panel` (image | GT | decoded cached tokens of one cached sample).
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.data.errors import DataError
-from pipeline.io import read_jsonl
-from pipeline.runtime import dist_info, gather_to_rank0
+from pipeline.core.errors import DataError
+from pipeline.core.io import read_jsonl
+from pipeline.core.runtime import dist_info, gather_to_rank0
 
 Progress = Callable[[int, int], None]
 Panel = tuple[str, np.ndarray]  # (sample key, (H, W, 3) uint8 picture)
@@ -163,10 +163,6 @@ class Task:
         raise NotImplementedError
 
     # ---- solver ---------------------------------------------------------------------------------
-
-    def vocab_codes(self, manifest: dict) -> int:
-        """Size of its code range in the shared vocabulary: the cache's codebook size."""
-        return int(manifest["tokenizer"]["num_embeddings"])
 
     def vocab_classes(self, manifest: dict) -> int:
         """Class tokens it needs in the shared vocabulary (instances only); default none."""

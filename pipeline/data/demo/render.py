@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ConfigError
-from pipeline.data.sources import DemoConfig
+from pipeline.core.config import ConfigError
+from pipeline.core.params import to_dict
+from pipeline.core.sources import DemoConfig
 from pipeline.data.demo import semseg, sensor
 from pipeline.data.demo.camera import Intrinsics, Pose, sample_poses
 from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
@@ -33,7 +34,6 @@ from pipeline.data.demo.write import (
     save_json,
     save_label_png,
 )
-from pipeline.params import to_dict
 
 _MIN_AREA_FRACTION = 1e-3  # instances with fewer visible pixels (of H*W, at least 8) are not annotated
 

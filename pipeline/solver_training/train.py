@@ -1,0 +1,126 @@
+"""The task-solver's training loop and its resumable state (one code path: CPU, CUDA, torchrun DDP).
+
+Per step: one batch per task → `TrainStep` (one forward, weighted task losses) → backward → global
+grad-norm clipping → AdamW with layer-wise lr decay → LambdaLR schedule (warm-up, step or linear decay;
+PAPER_NOTES §4.6). bf16 autocast on CUDA only; the VQ math and the losses run in fp32 inside the heads.
+
+Resume: every `checkpoint_every` steps rank 0 writes `state.pt` atomically (model, optimizer,
+scheduler, step, RNG states, and a fingerprint of the run's configuration and inputs) into the state
+dir; a restarted run with the same fingerprint continues from it, any other run ignores it. The data
+order after a resume restarts at a fresh, seeded epoch (the WebDataset stream position itself is not
+saved).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.core.io import atomic_dir
+from pipeline.core.optim import clip_gradients
+from pipeline.core.runtime import autocast_ctx
+
+LIVE_COPY = "live"  # the DVCLive history up to the saved step
+STATE = "state.pt"
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+class Batches:
+    """Endless batches of one task: a fresh (seed + epoch) pipeline each time one is exhausted."""
+
+    def __init__(self, make: Callable[[int], Iterable]) -> None:
+        self.make, self.epoch = make, 0
+        self._it: Iterator = iter(make(0))
+
+    def __next__(self):
+        while True:
+            try:
+                return next(self._it)
+            except StopIteration:
+                self.epoch += 1
+                self._it = iter(self.make(self.epoch))
+
+
+def save_state(directory: Path, fingerprint: str, step: int, model: torch.nn.Module, optimizer, scheduler,
+               generator: torch.Generator) -> None:
+    """Atomically write the resumable state (rank 0 calls this)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"fingerprint": fingerprint, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+             "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    tmp = directory / f".{STATE}.tmp-{os.getpid()}"
+    torch.save(state, tmp)
+    tmp.replace(directory / STATE)
+
+
+def snapshot_live(live_dir: Path, directory: Path) -> None:
+    """Copy the DVCLive folder beside the resumable state, consistent with the step just saved.
+
+    DVC deletes a stage's outs (the DVCLive folder among them) before it re-runs the stage, so a resumed
+    run would otherwise restart its metrics history at the resume step.
+    """
+    if live_dir.is_dir():
+        with atomic_dir(directory / LIVE_COPY) as tmp:
+            shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
+
+
+def restore_live(directory: Path, live_dir: Path) -> None:
+    """Put the history saved with the state back into `live_dir` (replacing it) before DVCLive resumes."""
+    copy = directory / LIVE_COPY
+    if copy.is_dir():
+        shutil.rmtree(live_dir, ignore_errors=True)
+        shutil.copytree(copy, live_dir)
+
+
+def load_state(directory: Path, fingerprint: str, model: torch.nn.Module, optimizer, scheduler,
+               generator: torch.Generator) -> int:
+    """Restore a saved state into the given objects; returns the step to continue from.
+
+    0 when there is no state or it belongs to another configuration (another `fingerprint`): a state
+    is only ever resumed by the exact run that wrote it.
+    """
+    path = directory / STATE
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    return int(state["step"])
+
+
+def fit(step_module: torch.nn.Module, trainable: torch.nn.Module, batches: dict[str, Batches],
+        optimizer, scheduler, *, start: int, steps: int, grad_clip: float, device: torch.device,
+        generator: torch.Generator, log: LogFn, log_every: int,
+        save: Callable[[int], None], checkpoint_every: int) -> dict[str, float]:
+    """Run steps [start, steps); `step_module` is the (maybe DDP-wrapped) TrainStep."""
+    step_module.train()
+    last: dict[str, float] = {}
+    for step in range(start, steps):
+        batch = {task: next(it) for task, it in batches.items()}
+        with autocast_ctx(device):
+            loss, logs = step_module(batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(trainable.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if step % log_every == 0 or step == steps - 1:
+            last = {"loss": float(loss.detach()), "lr": optimizer.param_groups[-1]["lr"],
+                    "grad_norm": grad_norm, **logs}
+            log(step, last)
+        if (step + 1) % checkpoint_every == 0 or step == steps - 1:
+            save(step + 1)
+    return last
