@@ -39,7 +39,7 @@ from pipeline.data.prepare_run import Prepared, write_prepared
 from pipeline.jobs.train_solver import TRAIN_SPLIT, RunSpec, batches, loss_adapter
 from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.solver_training.train import Batches
-from pipeline.tasks.base import read_split
+from pipeline.tasks.base import TrainingRecipe, read_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 from pipeline.token_cache.read import CacheInfo, open_cache
@@ -69,21 +69,26 @@ class PaperData:
     build_s: dict[str, float]
 
     def task_cfg(self, task: str):
-        """params `solver.<task>` (the task's `solver_config`)."""
+        """params `solver.<task>` (the task's `configs.solver`)."""
         return getattr(self.cfg["solver"], task)
 
+    def recipe(self, task: str) -> TrainingRecipe:
+        """`Task.training` of `task` on its cache."""
+        return get_task(task).training(self.caches[task].manifest, self.task_cfg(task))
+
     def examples(self, task: str, seed: int = 0):
-        """(decode, collate) of the solver's loader for `task`: `Task.examples` of its cache."""
-        return get_task(task).examples(self.caches[task].manifest, self.task_cfg(task), seed)
+        """(decode, collate) of the solver's loader for `task` (`TrainingRecipe.examples` and `collate`)."""
+        recipe = self.recipe(task)
+        return recipe.examples(seed), recipe.collate
 
     def loader(self, task: str, batch: int, seed: int = 0, workers: int = 0) -> Batches:
         """The solver's endless batches of `task` (decode + augment + collate), a fresh epoch when done."""
-        return batches(get_task(task), self.caches[task], self.task_cfg(task), batch, workers, seed)
+        return batches(self.recipe(task), self.caches[task], batch, workers, seed)
 
     def loss_adapter(self, task: str):
         """The task's loss adapter (`DepthLoss` / `InssegLoss`) with the frozen tokenizer the cache was
         built with (hash-checked)."""
-        return loss_adapter(get_task(task), self.caches[task], self.tokenizer_dirs[task], self.task_cfg(task))
+        return loss_adapter(self.recipe(task), self.caches[task], self.tokenizer_dirs[task])
 
     def run_spec(self, run: str) -> RunSpec:
         """The `RunSpec` of `solver.runs.<run>` from the merged params, as `pipeline.jobs.train_solver.load_run`

@@ -125,9 +125,9 @@ def _solver_inputs(task: str, cache: Path, cfg, batch_size: int, workers: int):
     the configured LSJ jitter, flips, colour draws) and its collate, as `pipeline.jobs.train_solver.batches`
     wires them."""
     m = json.loads((cache / "manifest.json").read_text())
-    decode, collate = get_task(task).examples(m, cfg, 0)
-    pipe = token_pipeline(cache, get_task(task).splits[0], batch_size, seed=0, shuffle=100, decode=decode,
-                          num_workers=workers, world_size=1, collate=collate)
+    recipe = get_task(task).training(m, cfg)
+    pipe = token_pipeline(cache, get_task(task).splits[0], batch_size, seed=0, shuffle=100,
+                          decode=recipe.examples(0), num_workers=workers, world_size=1, collate=recipe.collate)
     return DataLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
 
@@ -175,7 +175,7 @@ def bench_solver_input(task: str, cache: Path, tok: Tokenizer, cfg, device: torc
     encodes) vs tokenising on the fly."""
     tok.model.eval().to(device)
     m = json.loads((cache / "manifest.json").read_text())
-    head = get_task(task).loss_adapter(tok.model, cfg, m)  # DepthLoss / InssegLoss
+    head = get_task(task).training(m, cfg).loss(tok.model)  # DepthLoss / InssegLoss
     out: dict = {"batch_size": loader[0]}
     for name, cached in (("solver_cached", True), ("solver_on_the_fly", False)):
         t, n, fallback = _epoch_rate(task, cache, cfg, head, device, loader, repeats, cached)
@@ -209,8 +209,8 @@ def main() -> None:
             model, config = load_vqvae(project / "models/tokenizer" / variant)
             tok = Tokenizer(model, config, str(project / "models/tokenizer" / variant))
             cache = Path(tmp) / "tokens" / variant
-            solver_cfg = load_section(params, f"solver.{task}", spec.solver_config)
-            build_cfg = load_section(params, f"cache.{task}", spec.cache_config)
+            solver_cfg = load_section(params, f"solver.{task}", spec.configs.solver)
+            build_cfg = load_section(params, f"cache.{task}", spec.configs.cache)
             report[task] = bench_build(task, project, build_cfg, tok, device, cache, args.repeats)
             report[task] |= bench_solver_input(task, cache, tok, solver_cfg, device,
                                                (args.batch_size, args.workers), args.repeats)

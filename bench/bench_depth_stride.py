@@ -99,7 +99,7 @@ def main() -> None:
         prepared = tmp / "prepared"
         records = sorted(read_split(prepared, TASK.splits[0]), key=lambda r: r["key"])
         tok = _tokenizer(params, tmp / "tokenizer")
-        cfg = load_section(params, "cache.depth", TASK.cache_config)
+        cfg = load_section(params, "cache.depth", TASK.configs.cache)
         # warm-up: allocator, file cache
         _build(args.strides[0], records[:1], prepared, tok, cfg, device, tmp / "warmup")
         rows = {s: _build(s, records, prepared, tok, cfg, device, tmp / f"stride{s}") for s in args.strides}

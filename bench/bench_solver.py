@@ -31,10 +31,10 @@ from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.tasks.depth import task as depth
 from pipeline.tasks.insseg import sequence as insseg_sequence
-from pipeline.tasks.registry import get_task
+from pipeline.tasks.registry import TASK_IDS, get_task
 
-DEPTH, INSSEG = get_task("depth"), get_task("insseg")
-DEPTH_TASK, INSSEG_TASK = DEPTH.task_id, INSSEG.task_id  # rows of the task embedding (PAPER_NOTES §9)
+DEPTH = get_task("depth")
+DEPTH_TASK, INSSEG_TASK = TASK_IDS["depth"], TASK_IDS["insseg"]  # rows of the task embedding (PAPER_NOTES §9)
 DEPTH_PATTERN = depth.generation_kinds()  # one depth code per position
 MASK_TOKENS = 16  # the paper mask tokenizer's 4x4 grid of a 64x64 crop
 INSSEG_PATTERN = insseg_sequence.generation_kinds(1, MASK_TOKENS)  # PAPER_NOTES §4.5, 21 tokens per object
@@ -78,7 +78,7 @@ def bench_parallel(cfg: SolverConfig, vocab: Vocab, features, length, repeats, d
     with torch.no_grad():
         mem_ar, mem_par = ar.encode(features), par.encode(features)
     def autoregressive() -> object:
-        return ar.generate(mem_ar, DEPTH_TASK, length, DEPTH_PATTERN, vocab, soft_kinds=DEPTH.soft_kinds)
+        return ar.generate(mem_ar, DEPTH_TASK, length, DEPTH_PATTERN, vocab, soft_kinds=depth.SOFT_KINDS)
 
     out = {"length": length} | timed("autoregressive", autoregressive, repeats, device)
     with torch.no_grad():

@@ -37,6 +37,7 @@ their share of the step's images, as the stage does.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -74,7 +75,7 @@ from pipeline.jobs.train_solver import run_backbone
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.solver_training.shares import rank_batches, rank_loss_weights
 from pipeline.solver_training.steps import TrainStep
-from pipeline.solver_training.train import fit
+from pipeline.solver_training.train import Cadence, Trainer, fit
 from pipeline.tasks.registry import get_task, vocab_for
 
 H100_PEAK = 989e12  # H100 SXM bf16 dense FLOP/s
@@ -113,7 +114,7 @@ def build_run(data: PaperData, run: str, device: torch.device):
     cfg = spec.cfg
     manifests = {t: data.caches[t].manifest for t in spec.tasks}
     vocab = vocab_for(spec.num_bins, manifests, spec.spare_codes)
-    length = max(get_task(t).sequence_length(manifests[t], c) for t, c in spec.tasks.items())
+    length = max(get_task(t).training(manifests[t], c).sequence_length for t, c in spec.tasks.items())
     backbone = run_backbone(spec.backbone, spec, data.caches)
     model = build_ait(backbone, solver_config(spec.model, length, cfg.parallel), vocab)
     weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, 0, 1)  # the whole step's task shares
@@ -181,19 +182,21 @@ def bench_run(data: PaperData, run: str, device: torch.device, args, peak: float
         ends.append(time.perf_counter())
 
     net, flops = wrap_ddp(step, dist_info(), device), None
-    loop = {"grad_clip": cfg.optim.grad_clip, "device": device, "generator": generator, "log": log,
-            "log_every": 1, "save": lambda _s: None, "checkpoint_every": 10**9}
+    trainer = Trainer(net, model, optimizer, scheduler, generator, device)
+
+    cadence = functools.partial(Cadence, grad_clip=cfg.optim.grad_clip, log_every=1, checkpoint_every=10**9)
+
     if args.warmup:  # the first warm-up step is the FLOP count (forward + backward, no optimizer step)
         flops = count_flops(net.train(), {t: next(it) for t, it in loaders.items()}, generator, device)
         release_memory()  # the count ran under a dispatch mode that keeps more tensors for backward
-        fit(net, model, loaders, optimizer, scheduler, start=0, steps=args.warmup - 1, **loop)
+        fit(trainer, loaders, cadence(0, args.warmup - 1), log, lambda _s: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_reset = device.type == "cpu" and reset_peak_rss()
     ends.clear()
     start = time.perf_counter()
-    last = fit(net, model, loaders, optimizer, scheduler, start=args.warmup - 1 if args.warmup else 0,
-               steps=args.warmup + args.steps - (1 if args.warmup else 0), **loop)
+    last = fit(trainer, loaders, cadence(args.warmup - 1 if args.warmup else 0,
+                                         args.warmup + args.steps - (1 if args.warmup else 0)), log, lambda _s: None)
     waits = [sum(w) for w in zip(*(t.waits[args.warmup:] for t in loaders.values()), strict=True)]
     times = _steps(ends, start, waits)
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()
@@ -215,7 +218,7 @@ def bench_run(data: PaperData, run: str, device: torch.device, args, peak: float
            "params": {"backbone": sum(p.numel() for p in model.backbone.parameters()),
                       "solver": sum(p.numel() for p in model.solver.parameters())},
            "last_step_logs": {k: float(f"{v:.4g}") for k, v in last.items() if math.isfinite(v)}}
-    del step, model, optimizer, scheduler, loaders, net
+    del step, model, optimizer, scheduler, loaders, net, trainer
     release_memory()
     return out
 

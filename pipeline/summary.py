@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.tasks import scores
 from pipeline.tasks.base import fmt
 from pipeline.tasks.registry import get_task
 
@@ -37,7 +38,8 @@ def tokenizer_table(root: Path) -> SummaryTable | None:
     methods' RMSE inside the sensor holes where a complete depth exists."""
     rows = []
     for m in _load(root, "*/metrics.json").values():
-        key, _, metric = get_task(m["task"]).tokenizer_metric
+        score = get_task(m["task"]).tokenizer_score
+        key, metric = score.value[0], score.label
         methods = ("vqvae_hard", "vqvae_soft", "interp_baseline", "interp_literal")
         rows.append((m["variant"], metric, *(fmt(m[k][key]) if k in m else "-" for k in methods),
                      *(fmt(m.get(k, {}).get("hole_rmse")) for k in ("vqvae_hard", "interp_baseline",
@@ -53,12 +55,11 @@ def tokenizer_table(root: Path) -> SummaryTable | None:
 
 def solver_table(root: Path) -> SummaryTable | None:
     rows = [row for run, m in _load(root, "*/metrics.json").items() for task, metrics in m.items()
-            for row in get_task(task).summary_rows(run, metrics)]
-    columns = ("run", "task / metric", "model", "baseline", "median map", "gain", "tokenizer bound")
-    caption = ("baseline: depth, the training mean depth map; insseg, the image-blind class prior; semseg, "
-               "the training per-pixel majority class (gain: model − baseline). "
-               "spread: RMS deviation of the prediction from the mean map over the GT's (0 = the model "
-               "outputs the mean map), and their correlation")
+            for row in scores.summary_rows(get_task(task), run, metrics)]
+    columns = ("run", "task / metric", "model", "baseline", "gain", "tokenizer bound")
+    tasks = sorted({task for m in _load(root, "*/metrics.json").values() for task in m})
+    caption = ("gain: the improvement over the baseline in the metric's unit (+ = better); baseline: "
+               + "; ".join(f"{name}, {get_task(name).baseline_note}" for name in tasks))
     return SummaryTable("task-solver", columns, tuple(rows), caption) if rows else None
 
 

@@ -35,6 +35,7 @@ def main(
     with progress(f"eval_tokenizer {variant}") as cb:
         m = evaluate_variant(variant, params, prepared, model_dir or Path("models/tokenizer") / variant, out,
                              headline or out.parent.parent / "headline", pick_device(device), cb)
-    key, _, label = get_task(m["task"]).tokenizer_metric
+    score = get_task(m["task"]).tokenizer_score
+    key, label = score.value[0], score.label
     console.print(f"eval_tokenizer {variant}: {label} hard {m['vqvae_hard'][key]:.4f}, soft "
                   f"{m['vqvae_soft'][key]:.4f}, interpolation baseline {m['interp_baseline'][key]:.4f}")

@@ -15,6 +15,7 @@ import typer
 
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.evaluate import EvalPaths, evaluate_run, load_options
+from pipeline.tasks import scores
 from pipeline.tasks.registry import get_task
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
 from stages.workers import in_workers
@@ -44,4 +45,4 @@ def main(
                       headline or out.parent.parent / "headline")
     metrics = evaluate_run(run, paths, opts, pick_device(device), progress)
     for task, m in metrics.items():
-        console.print(f"evaluate {run} {task}: {get_task(task).report(m)}")
+        console.print(f"evaluate {run} {task}: {scores.report(get_task(task), m)}")

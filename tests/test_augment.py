@@ -91,7 +91,7 @@ def test_zero_probabilities_leave_the_image_unchanged():
     np.testing.assert_array_equal(_apply(OFF, rgb, depth, (1, 3), 8, np.random.default_rng(0)),
                                   depth_view(rgb, depth, 1, 3, 8)[0] / np.float32(255.0))
     raw, _ = _raw()
-    s = DepthExamples(8, OFF, seed=3)(raw)
+    s = DepthExamples(8, 3, augment=OFF)(raw)
     rng = np.random.default_rng([3, 0, 0])  # the decoder's (seed, rank, worker) generator
     v = int(rng.integers(3))
     rgb8 = np.asarray(Image.open(io.BytesIO(raw["rgb.png"])))
@@ -103,14 +103,14 @@ def test_zero_probabilities_leave_the_image_unchanged():
 def test_decoder_is_deterministic_per_seed():
     raw, _ = _raw()
     cfg = DepthAugmentConfig(p_photometric=0.9, cutdepth_p=0.5)
-    decoder = DepthExamples(8, cfg, seed=7)
+    decoder = DepthExamples(8, 7, augment=cfg)
     first = [decoder(raw) for _ in range(6)]
-    again = DepthExamples(8, cfg, seed=7)
+    again = DepthExamples(8, 7, augment=cfg)
     for s in first:
         t = again(raw)
         np.testing.assert_array_equal(t["image"], s["image"])
         np.testing.assert_array_equal(t["augment"], s["augment"])
-    other = DepthExamples(8, cfg, seed=8)
+    other = DepthExamples(8, 8, augment=cfg)
     assert any(not np.array_equal(other(raw)["augment"], s["augment"]) for s in first)
 
 
@@ -166,7 +166,7 @@ def test_hue_shift_matches_torchvision_and_saturation_value_are_additive():
 def test_a_batch_is_augmented_image_by_image():
     """Rows are independent: the batched op on the collated batch equals each image alone."""
     raw, _ = _raw()
-    decoder = DepthExamples(8, DepthAugmentConfig(p_photometric=0.6, cutdepth_p=0.5), seed=1)
+    decoder = DepthExamples(8, 1, augment=DepthAugmentConfig(p_photometric=0.6, cutdepth_p=0.5))
     samples = [decoder(raw) for _ in range(8)]
     batch = collate_depth(samples)
     out = augment_depth(batch["images"], batch["depth"], batch["augment"])
@@ -182,7 +182,7 @@ def test_a_batch_is_augmented_image_by_image():
 def test_decoder_output_keeps_dtype_shape_and_the_depth_target():
     raw, metres = _raw()
     cfg = DepthAugmentConfig(p_photometric=1.0, cutdepth_p=1.0)
-    decoder = DepthExamples(8, cfg, seed=0)
+    decoder = DepthExamples(8, 0, augment=cfg)
     views = _views(raw)
     for _ in range(5):
         s = decoder(raw)

@@ -292,10 +292,11 @@ def _spy_on_depth_inference(monkeypatch) -> list[dict]:
     A 4-step model can predict the 1 mm floor everywhere, which no averaging changes; so each prediction
     gets 1 m + its view's mean + a ramp over the view's own columns: not mirror-symmetric, so the
     stitched depth shows whether (and how) mirrored views were averaged."""
-    from pipeline.tasks.depth import task as infer  # where infer_depth looks up its predictor and windows
+    from pipeline.tasks import dense  # where the dense tasks look up the window protocol
+    from pipeline.tasks.depth import task as infer  # where infer_depth looks up its predictor
 
     calls: list[dict] = []
-    predictor, predict_windows = infer.depth_predictor, infer.predict_windows
+    predictor, predict_windows = infer.depth_predictor, dense.predict_windows
 
     def spy_predictor(*args, **kwargs):
         predict = predictor(*args, **kwargs)
@@ -314,7 +315,7 @@ def _spy_on_depth_inference(monkeypatch) -> list[dict]:
         return calls[-1]["depth"]
 
     monkeypatch.setattr(infer, "depth_predictor", spy_predictor)
-    monkeypatch.setattr(infer, "predict_windows", spy_windows)
+    monkeypatch.setattr(dense, "predict_windows", spy_windows)
     return calls
 
 

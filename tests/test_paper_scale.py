@@ -39,11 +39,11 @@ from pipeline.core.runtime import seed_everything
 from pipeline.core.vocab import Vocab
 from pipeline.data.nyu import read_rgb
 from pipeline.geometry.views import dense_views, extract_views, views_to_json
+from pipeline.jobs import train_solver as solver_run
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.models.vqvae import VQVAE, grid_shape, load_vqvae
-from pipeline.solver_training import run as solver_run
 from pipeline.solver_training.steps import TrainStep
-from pipeline.solver_training.train import fit
+from pipeline.solver_training.train import Cadence, Trainer, fit
 from pipeline.tasks.depth.augment import DEPTH_DRAW_SIZE
 from pipeline.tasks.insseg import sequence as insseg_task
 from pipeline.tasks.insseg.evaluate import coco_results
@@ -143,10 +143,10 @@ def _solver(project: SimpleNamespace, run: str, caches: dict[str, SimpleNamespac
     cfg = solver.runs[run]
     tasks = {t: getattr(solver, t) for t in cfg.tasks}
     vocab = vocab_for(solver.num_bins, {t: c.info.manifest for t, c in caches.items()}, solver.spare_codes)
-    length = max(get_task(t).sequence_length(caches[t].info.manifest, tasks[t]) for t in tasks)
+    recipes = {t: get_task(t).training(caches[t].info.manifest, tasks[t]) for t in tasks}
+    length = max(r.sequence_length for r in recipes.values())
     seed_everything(project.paper["base"].seed)
-    spec = SimpleNamespace(tasks=tasks)  # run_backbone reads only the run's task configs
-    backbone = solver_run.run_backbone(solver.backbone, spec, {t: c.info for t, c in caches.items()})
+    backbone = solver_run.run_backbone(solver.backbone, recipes)
     model = build_ait(backbone, solver_config(solver.model, length, cfg.parallel), vocab)
     return SimpleNamespace(model=model, vocab=vocab, length=length, cfg=cfg, tasks=tasks)
 
@@ -173,7 +173,8 @@ def _train_one_step(project, solver, task: str, cache, batch: dict) -> tuple[dic
     TrainStep (its frozen tokenizer, its model with the gradients of the step still attached).
     """
     cfg, model = solver.cfg, solver.model
-    head = solver_run.loss_adapter(get_task(task), cache.info, cache.model_dir, solver.tasks[task])
+    head = solver_run.loss_adapter(get_task(task).training(cache.info.manifest, solver.tasks[task]), cache.info,
+                                   cache.model_dir)
     step = TrainStep(model, {task: head}, cfg.loss_weights, solver.vocab)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.layer_decay),
                                 cfg.optim)
@@ -187,11 +188,10 @@ def _train_one_step(project, solver, task: str, cache, batch: dict) -> tuple[dic
     shapes, handle = _capture_logits_shape(model)
     logs: list[dict] = []
     try:
-        fit(step, model, {task: iter([batch])}, optimizer, scheduler, start=0, steps=1,
-            grad_clip=cfg.optim.grad_clip, device=CPU,
-            generator=torch.Generator().manual_seed(project.paper["base"].seed),
-            log=lambda s, values: logs.append(values), log_every=cfg.log_every, save=lambda s: None,
-            checkpoint_every=cfg.checkpoint_every)
+        fit(Trainer(step, model, optimizer, scheduler, torch.Generator().manual_seed(project.paper["base"].seed),
+                    CPU), {task: iter([batch])},
+            Cadence(0, 1, cfg.optim.grad_clip, cfg.log_every, cfg.checkpoint_every),
+            lambda s, values: logs.append(values), lambda s: None)
     finally:
         handle.remove()
     assert len(logs) == 1
@@ -292,7 +292,8 @@ def test_depth_cache_of_real_frames_reads_back_as_paper_views(project, depth_cac
     # the solver's reader (token_pipeline + DepthExamples + collate_depth, as `train-solver` builds it):
     # one random cached view per frame
     B = len(records)
-    batch = next(solver_run.batches(get_task("depth"), info, paper["solver"].depth, B, 0, paper["base"].seed))
+    recipe = get_task("depth").training(info.manifest, paper["solver"].depth)
+    batch = next(solver_run.batches(recipe, info, B, 0, paper["base"].seed))
     assert batch["images"].shape == (B, 3, crop, crop) and batch["images"].dtype == torch.uint8
     assert batch["augment"].shape == (B, DEPTH_DRAW_SIZE)  # applied on the training device
     assert batch["depth"].shape == (B, 1, crop, crop) and batch["indices"].shape == (B, *grid)
@@ -316,8 +317,8 @@ def test_depth_run_trains_one_step_at_480(project, depth_cache):
     grid = depth_cache.info.manifest["tokenizer"]["grid"]
     assert solver.length == grid[0] * grid[1]
     # a real 480x480 crop of a real NYU frame, through the run's own batch iterator (batch 1)
-    batches = solver_run.batches(get_task("depth"), depth_cache.info, solver.tasks["depth"], 1, 0,
-                                 project.paper["base"].seed)
+    batches = solver_run.batches(get_task("depth").training(depth_cache.info.manifest, solver.tasks["depth"]),
+                                 depth_cache.info, 1, 0, project.paper["base"].seed)
     batch = next(batches)
     assert batch["images"].shape == (1, 3, crop, crop) and (batch["depth"] == 0).any()
 
@@ -353,7 +354,8 @@ def test_insseg_run_trains_one_step_at_640_with_the_cached_mask_fallback(project
     T = insseg_task.tokens_per_object(math.prod(insseg_task.mask_grid(insseg_cache.tokenizer)))
     assert insseg_solver.length == cfg.num_query * T  # 100 objects x 21 tokens
     # the run's own batch iterator (LSJ 0.1-3.0 at 640, batch 1), drawn until a box is truncated
-    batches = solver_run.batches(get_task("insseg"), insseg_cache.info, cfg, 1, 0, project.paper["base"].seed)
+    batches = solver_run.batches(get_task("insseg").training(insseg_cache.info.manifest, cfg), insseg_cache.info, 1,
+                                 0, project.paper["base"].seed)
     batch = _fallback_batch(batches, draws=20)
     objects = batch["objects"][0]
     assert batch["images"].shape == (1, 3, size, size)

@@ -30,9 +30,7 @@ from pipeline.tasks.insseg import sequence as insseg_task
 from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
 from pipeline.tasks.insseg.evaluate import coco_metrics, coco_results
 from pipeline.tasks.insseg.masks import MASK_CROP_SIZE, crop_instance_mask
-from pipeline.tasks.insseg.task import infer_instances
-from pipeline.tasks.registry import get_task
-from pipeline.tokenizer_training.train import LossSpec, tokenizer_loss
+from pipeline.tasks.insseg.task import infer_instances, tokenizer_loss
 from tests.tiny import tiny_params, write_params
 
 pytestmark = pytest.mark.slow
@@ -83,7 +81,7 @@ def _mask_tokenizer(crops: np.ndarray, steps: int = 300) -> VQVAE:
     opt = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        loss, _ = tokenizer_loss(tokenizer, data, LossSpec(get_task("insseg")), generator)
+        loss, _ = tokenizer_loss(tokenizer, data, generator)  # the insseg task's own tokenizer loss
         opt.zero_grad()
         loss.backward()
         opt.step()

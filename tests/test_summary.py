@@ -40,11 +40,13 @@ def test_summary_markdown_puts_every_method_beside_its_baselines(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "| depth_a | RMSE (m) | 0.1100 | 0.1200 | 0.2100 | 0.3100 | 0.8100 | 0.9100 | 2.4100 |" in lines
-    assert "| joint | depth rmse | 1.0000 | 0.8000 | 0.9000 | -25.0% | 0.2000 |" in lines
-    assert "| joint | depth spread vs mean map | 0.03 (corr -0.12) | 0.00 |  |  |  |" in lines
-    assert "| joint | insseg segm AP50 | 0.3000 | 0.0400 |  |  |  |" in lines
-    hits = "| joint | insseg GT objects found (IoU>=0.5; right class) | 8/96 (4) | 5/96 (2) |  |  |  |"
+    assert "| joint | depth RMSE (m) | 1.0000 | 0.8000 | -0.2000 | 0.2000 |" in lines  # lower is better
+    assert "| joint | depth RMSE vs the median map (m) | 1.0000 | 0.9000 | -0.1000 |  |" in lines
+    assert "| joint | depth spread vs mean map | 0.03 (corr -0.12) |  |  |  |" in lines
+    assert "| joint | insseg mask AP50 | 0.3000 | 0.0400 | +0.2600 |  |" in lines
+    hits = "| joint | insseg GT objects found (IoU>=0.5; right class) | 8/96 (4) | 5/96 (2) |  |  |"
     assert hits in lines
+    assert "baseline: depth, the training mean depth map" in result.output  # from each task's record
     assert "prepared datasets" not in result.output  # no report.json: no table, no invented row
 
 

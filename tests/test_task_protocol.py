@@ -28,6 +28,7 @@ from pipeline.jobs.cache import cache_job, cache_variant
 from pipeline.jobs.evaluate import EvalPaths, evaluate_run, load_options
 from pipeline.jobs.tokenizer import evaluate_variant, load_tokenizer_spec, train_variant
 from pipeline.jobs.train_solver import RunPaths, load_run, train_run
+from pipeline.tasks import scores
 from pipeline.tasks.base import Task
 from pipeline.tasks.registry import TASK_IDS, TASK_NAMES, get_task
 from pipeline.token_cache.read import ZarrTokens, open_cache
@@ -113,7 +114,7 @@ def test_registry_matches_the_params_schema_and_implements_the_whole_protocol():
         task = get_task(name)
         assert isinstance(task, Task) and task.name == name
         missing = [m for m in methods if getattr(type(task), m) is getattr(Task, m)
-                   and m not in ("tokenizer_arch", "vocab_classes")]
+                   and m != "vocab_classes"]
         assert not missing, f"{task.name} does not implement {missing}"
     assert len(set(TASK_IDS.values())) == len(TASK_IDS)
     with pytest.raises(Exception, match="registered tasks: insseg, depth, semseg"):
@@ -148,7 +149,7 @@ def test_contract_labels_tokens_cache_step_decode_metrics(project, tmp_path, nam
     trained = train_variant(spec, prepared, tok_dir, tmp_path / "live_tok", CPU)
     assert np.isfinite(trained["loss"])
     # reconstruction next to the interpolation baseline, by the task's own metric
-    key, headline_name, _ = task.tokenizer_metric
+    key, headline_name = task.tokenizer_score.value[0], task.tokenizer_score.key
     recon = evaluate_variant(variant, params, prepared, tok_dir, tmp_path / "eval_tok", tmp_path / "headline",
                              CPU)
     assert recon["task"] == name and {"vqvae_hard", "vqvae_soft", "interp_baseline"} <= set(recon)
@@ -171,8 +172,8 @@ def test_contract_labels_tokens_cache_step_decode_metrics(project, tmp_path, nam
                       tmp_path / "headline")
     metrics = evaluate_run(name, where, opts, CPU)[name]
     assert metrics["num_images"] == 2
-    assert task.report(metrics) and task.summary_rows(name, metrics)
-    numbers = task.headline(metrics)
+    assert scores.report(task, metrics) and scores.summary_rows(task, name, metrics)
+    numbers = scores.headline(task, metrics)
     assert numbers and all(np.isfinite(v) for v in numbers.values())
     assert any(k.startswith("base_") for k in numbers)  # every task scores itself next to a baseline
     assert len(list((tmp_path / "eval/panels").glob(f"{name}_*.png"))) == 1

@@ -30,7 +30,7 @@ def cache_job(variant: str, params: Path, prepared: Path, model_dir: Path) -> Ca
         raise DataError(f"{model_dir}: checkpoint is tokenizer variant {config.get('variant')!r}, "
                         f"not {variant!r}")
     task = get_task(config["task"])
-    cfg = load_section(params, f"cache.{task.name}", task.cache_config)
+    cfg = load_section(params, f"cache.{task.name}", task.configs.cache)
     folder = prepared / task.name
     splits = {s: sorted(read_split(folder, s), key=lambda r: r["key"]) for s in task.splits}
     tok = Tokenizer(model, config, str(model_dir))

@@ -29,6 +29,7 @@ from pipeline.core.runtime import destroy_distributed, init_distributed
 from pipeline.core.viz import save_png
 from pipeline.models.ait import load_solver
 from pipeline.models.vqvae import load_vqvae
+from pipeline.tasks import scores
 from pipeline.tasks.base import SolverEval, SolverResult, Task, read_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.manifest import check_tokenizer, read_manifest
@@ -53,7 +54,7 @@ class EvalOptions:
     params: Path
 
     def decoding(self, task: Task):
-        return load_section(self.params, f"evaluate.{task.name}", task.infer_config)
+        return load_section(self.params, f"evaluate.{task.name}", task.configs.infer)
 
 
 def load_options(params: Path, num_panels: int | None = None, max_images: int | None = None) -> EvalOptions:
@@ -91,7 +92,7 @@ def evaluate_task(task: Task, model, vocab, config: dict, paths: EvalPaths, opts
         model=model, vocab=vocab,
         tokenizer=frozen_tokenizer(entry, paths.tokenizers, paths.model_dir).to(device),
         manifest=trained_manifest(entry, paths.caches),
-        task_cfg=from_dict(task.solver_config, config["task_configs"][task.name],
+        task_cfg=from_dict(task.configs.solver, config["task_configs"][task.name],
                            f"{paths.model_dir}: task_configs.{task.name}"),
         infer_cfg=opts.decoding(task), opts=opts.shared, prepared=paths.prepared / task.name,
         records=records[: opts.shared.max_images] if opts.shared.max_images > 0 else records,
@@ -132,6 +133,6 @@ def _write(run: str, results: dict[str, SolverResult], paths: EvalPaths) -> dict
                 save_png(image, tmp / "panels" / f"{name}_{key}.png")
                 live.log_image(f"{name}_{key}.png", image)
         live.end()
-    headline = {run: {k: v for name in metrics for k, v in get_task(name).headline(metrics[name]).items()}}
+    headline = {run: {k: v for name in metrics for k, v in scores.headline(get_task(name), metrics[name]).items()}}
     write_json_atomic(headline_path(paths.headline, "evaluate", run), headline)
     return metrics

@@ -1,6 +1,7 @@
 """One `train_tokenizer@<variant>` / `eval_tokenizer@<variant>`: params to checkpoint, checkpoint to metrics.
 
-The task of a variant decides its crops, loss and reconstruction metrics (`Task.tokenizer_*`); nothing
+The task of a variant decides its crops, loss and reconstruction metrics (`Task.tokenizer`,
+`Task.evaluate_tokenizer`); nothing
 here knows a task by name. Training runs the same on CPU, CUDA and under torchrun (rank 0 writes).
 """
 
@@ -23,10 +24,10 @@ from pipeline.core.live import log_step, open_live
 from pipeline.core.params import load_section, load_value
 from pipeline.core.runtime import destroy_distributed, init_distributed, seed_everything
 from pipeline.models.vqvae import VQVAE, load_vqvae
-from pipeline.tasks.base import TokenizerEval, read_split
+from pipeline.tasks.base import TokenizerEval, TokenizerJob, read_split
 from pipeline.tasks.registry import get_task
 from pipeline.tokenizer_training.data import EpochSampler
-from pipeline.tokenizer_training.train import LossSpec, fit_tokenizer
+from pipeline.tokenizer_training.train import Placement, fit_tokenizer
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def _train(ts: TokenizerSpec, prepared: Path, out: Path, live_dir: Path, device:
     seed_everything(ts.seed)
     task, t = get_task(ts.spec.task), ts.cfg.train
     folder = prepared / task.name
-    data = task.tokenizer_crops(read_split(folder, task.splits[0]), t.crop_size, ts.seed, folder)
+    recipe = task.tokenizer(TokenizerJob(read_split(folder, task.splits[0]), ts.spec, ts.cfg, ts.seed, folder))
+    data = recipe.crops
     if len(data) == 0:  # prepare refuses such a split; a hand-edited or foreign manifest may still have one
         raise DataError(f"{folder / task.splits[0]}.jsonl: no training sample for the {task.name} tokenizer; "
                         f"re-run `dvc repro prepare`")
@@ -71,7 +73,7 @@ def _train(ts: TokenizerSpec, prepared: Path, out: Path, live_dir: Path, device:
     sampler = EpochSampler(len(data), t.steps * per_rank, ts.seed, info.rank, info.world_size)
     loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=t.num_workers,
                         drop_last=True, pin_memory=device.type == "cuda")
-    arch = task.tokenizer_arch(ts.cfg.model, folder)
+    arch = recipe.arch
     model = VQVAE(arch, dead_code_threshold=t.dead_code_threshold)  # same seed on every rank: same init
     live = open_live(live_dir, info.rank == 0)
     live.log_params({"variant": ts.variant, "task": task.name, "mask_ratio": ts.spec.mask_ratio,
@@ -79,9 +81,8 @@ def _train(ts: TokenizerSpec, prepared: Path, out: Path, live_dir: Path, device:
     if info.rank == 0:
         echo(f"train_tokenizer {ts.variant}: {len(data)} samples, {t.steps} steps, batch {t.batch_size}, "
              f"device {device}, {info.world_size} process(es)")
-    last = fit_tokenizer(model, loader, t.steps, ts.cfg.optim,
-                         LossSpec(task, ts.spec.mask_ratio, t.patch_size), info, device, ts.seed,
-                         lambda step, values: log_step(live, step, values), t.log_every)
+    last = fit_tokenizer(model, loader, recipe.loss, ts.cfg, Placement(info, device, ts.seed),
+                         lambda step, values: log_step(live, step, values))
     live.end()
     if info.rank != 0:
         return None
@@ -107,8 +108,8 @@ def evaluate_variant(variant: str, params: Path, prepared: Path, model_dir: Path
                "num_images": len(records), **metrics}
     with atomic_dir(out) as tmp:
         write_json(tmp / "metrics.json", metrics)
-    key, name, _ = task.tokenizer_metric
+    score = task.tokenizer_score
     write_json_atomic(headline_path(headline, "eval_tokenizer", variant),
-                      tokenizer_headline(variant, metrics, key, name))
+                      tokenizer_headline(variant, metrics, score.value[0], score.key))
     return metrics
 

@@ -36,8 +36,17 @@ from pipeline.models.pretrained import initialise
 from pipeline.models.vqvae import load_vqvae
 from pipeline.solver_training.shares import rank_batches, rank_loss_weights
 from pipeline.solver_training.steps import TrainStep
-from pipeline.solver_training.train import Batches, fit, load_state, restore_live, save_state, snapshot_live
-from pipeline.tasks.base import Task
+from pipeline.solver_training.train import (
+    Batches,
+    Cadence,
+    Trainer,
+    fit,
+    load_state,
+    restore_live,
+    save_state,
+    snapshot_live,
+)
+from pipeline.tasks.base import TrainingRecipe
 from pipeline.tasks.registry import TASK_SLOTS, get_task, vocab_for
 from pipeline.token_cache.read import CacheInfo, open_cache, token_pipeline
 
@@ -72,7 +81,7 @@ class RunPaths:
 def load_run(params: Path, run: str) -> RunSpec:
     """The run's params, validated; each task's variant must be a configured variant of that task."""
     cfg = load_section(params, f"solver.runs.{run}", SolverRunConfig)
-    tasks = {t: load_section(params, f"solver.{t}", get_task(t).solver_config) for t in cfg.tasks}
+    tasks = {t: load_section(params, f"solver.{t}", get_task(t).configs.solver) for t in cfg.tasks}
     variants = {t: load_value(params, f"tokenizer.solver_variants.{t}") for t in cfg.tasks}
     for t in tasks:
         load_variant(params, variants[t], t, f"tokenizer.solver_variants.{t}")
@@ -92,33 +101,32 @@ def run_init(shared: BackboneConfig, cfg: SolverRunConfig, run: str) -> Backbone
     return backbone
 
 
-def run_backbone(backbone: BackboneConfig, spec: RunSpec, caches: dict[str, CacheInfo]) -> BackboneConfig:
+def run_backbone(backbone: BackboneConfig, recipes: dict[str, TrainingRecipe]) -> BackboneConfig:
     """The backbone config of a run: built for its largest input side (timm fixes each stage's window and
     shift at build time, so a 640² instance run must not be built for 480²: PAPER_NOTES §4.1 shifts all four
     stages on COCO; depth at 480² has one window, no shift, in stages 3-4)."""
     if backbone.img_size is not None:
         raise ConfigError("solver.backbone.img_size: derived from each run's input side (the dense crop, "
                           "solver.insseg.image_size); remove the key")
-    side = max(get_task(t).input_side(caches[t].manifest, cfg) for t, cfg in spec.tasks.items())
-    return dataclasses.replace(backbone, img_size=side)
+    return dataclasses.replace(backbone, img_size=max(r.input_side for r in recipes.values()))
 
 
-def loss_adapter(task: Task, cache: CacheInfo, tokenizer_dir: Path, cfg: Any):
+def loss_adapter(recipe: TrainingRecipe, cache: CacheInfo, tokenizer_dir: Path):
     """The task's loss adapter around the frozen tokenizer its cache was built with (hash-checked)."""
     tokenizer, config = load_vqvae(tokenizer_dir)
     if config["content_hash"] != cache.tokenizer_hash:
         raise DataError(f"{cache.root}: cache was built with tokenizer {cache.tokenizer_hash}, but "
                         f"{tokenizer_dir} is {config['content_hash']}; rebuild the cache")
-    return task.loss_adapter(tokenizer, cfg, cache.manifest)
+    return recipe.loss(tokenizer)
 
 
-def batches(task: Task, cache: CacheInfo, cfg: Any, batch: int, workers: int, seed: int) -> Batches:
+def batches(recipe: TrainingRecipe, cache: CacheInfo, batch: int, workers: int, seed: int) -> Batches:
     """Endless batches of one task's training examples from its cache (a fresh seeded epoch each pass)."""
-    decode, collate = task.examples(cache.manifest, cfg, seed)
+    decode = recipe.examples(seed)
 
     def make(epoch: int):
         pipe = token_pipeline(cache.root, TRAIN_SPLIT, batch, seed + epoch, decode=decode,
-                              expected_hash=cache.tokenizer_hash, num_workers=workers, collate=collate)
+                              expected_hash=cache.tokenizer_hash, num_workers=workers, collate=recipe.collate)
         return wds.WebLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
     return Batches(make)
@@ -145,16 +153,15 @@ def train_run(spec: RunSpec, paths: RunPaths, device: torch.device,
 
 def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> dict | None:
     seed_everything(spec.seed)
-    tasks = {t: get_task(t) for t in spec.tasks}
     caches = {t: open_cache(paths.caches / v, verify=True, variant=v) for t, v in spec.variants.items()}
+    recipes = {t: get_task(t).training(caches[t].manifest, cfg) for t, cfg in spec.tasks.items()}
     vocab = vocab_for(spec.num_bins, {t: c.manifest for t, c in caches.items()}, spec.spare_codes)
-    length = max(tasks[t].sequence_length(caches[t].manifest, cfg) for t, cfg in spec.tasks.items())
+    length = max(r.sequence_length for r in recipes.values())
     arch = solver_config(spec.model, length, spec.cfg.parallel, TASK_SLOTS)
-    backbone = run_backbone(spec.backbone, spec, caches)
+    backbone = run_backbone(spec.backbone, recipes)
     model = build_ait(backbone, arch, vocab)  # same seed on every rank -> same initial weights
     init = start_weights(model, backbone, echo if info.rank == 0 else lambda line: None)
-    heads = {t: loss_adapter(tasks[t], caches[t], paths.tokenizers / spec.variants[t], cfg)
-             for t, cfg in spec.tasks.items()}
+    heads = {t: loss_adapter(recipes[t], caches[t], paths.tokenizers / spec.variants[t]) for t in spec.tasks}
     cfg = spec.cfg
     weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, info.rank, info.world_size)
     step = TrainStep(model, heads, weights, vocab).to(device)
@@ -167,7 +174,7 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
     start = load_state(paths.state_dir, print_, model, optimizer, scheduler, generator)
     local = rank_batches(cfg.batch_size, info.rank, info.world_size)
     data_seed = spec.seed + EPOCH_SEED_STRIDE * (start + 1)
-    streams = {t: batches(tasks[t], caches[t], spec.tasks[t], local[t], cfg.num_workers, data_seed)
+    streams = {t: batches(recipes[t], caches[t], local[t], cfg.num_workers, data_seed)
                for t in spec.tasks if local[t]}
     if start > 0 and info.rank == 0:
         restore_live(paths.state_dir, paths.live_dir)  # DVC deleted the live folder before re-running
@@ -176,10 +183,9 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
         echo(f"train_solver {spec.name}: tasks {list(spec.tasks)}, V={vocab.size}, "
              f"steps {start}->{cfg.steps}, device {device}, {info.world_size} process(es)")
     save = functools.partial(_save_if_rank0, info.rank, paths, print_, model, optimizer, scheduler, generator)
-    last = fit(net, model, streams, optimizer, scheduler, start=start, steps=cfg.steps,
-               grad_clip=cfg.optim.grad_clip, device=device, generator=generator,
-               log=lambda s, v: log_step(live, s, v), log_every=cfg.log_every, save=save,
-               checkpoint_every=cfg.checkpoint_every)
+    last = fit(Trainer(net, model, optimizer, scheduler, generator, device), streams,
+               Cadence(start, cfg.steps, cfg.optim.grad_clip, cfg.log_every, cfg.checkpoint_every),
+               lambda s, v: log_step(live, s, v), save)
     live.end()
     if info.rank != 0:
         return None

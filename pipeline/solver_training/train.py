@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,26 +102,49 @@ def load_state(directory: Path, fingerprint: str, model: torch.nn.Module, optimi
     return int(state["step"])
 
 
-def fit(step_module: torch.nn.Module, trainable: torch.nn.Module, batches: dict[str, Batches],
-        optimizer, scheduler, *, start: int, steps: int, grad_clip: float, device: torch.device,
-        generator: torch.Generator, log: LogFn, log_every: int,
-        save: Callable[[int], None], checkpoint_every: int) -> dict[str, float]:
-    """Run steps [start, steps); `step_module` is the (maybe DDP-wrapped) TrainStep."""
-    step_module.train()
+@dataclass
+class Trainer:
+    """What a training run steps: the (maybe DDP-wrapped) TrainStep, the model whose parameters it
+    clips, the optimizer and schedule, the generator of the steps' randomness and the device."""
+
+    step_module: torch.nn.Module
+    trainable: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Which steps run and when: steps [start, steps), gradient clipping, logging and checkpoints."""
+
+    start: int
+    steps: int
+    grad_clip: float
+    log_every: int
+    checkpoint_every: int
+
+
+def fit(trainer: Trainer, batches: dict[str, Batches], cadence: Cadence, log: LogFn,
+        save: Callable[[int], None]) -> dict[str, float]:
+    """Run steps [cadence.start, cadence.steps); `save(step)` at every checkpoint and at the end."""
+    t, c = trainer, cadence
+    t.step_module.train()
     last: dict[str, float] = {}
-    for step in range(start, steps):
+    for step in range(c.start, c.steps):
         batch = {task: next(it) for task, it in batches.items()}
-        with autocast_ctx(device):
-            loss, logs = step_module(batch, generator)
-        optimizer.zero_grad(set_to_none=True)
+        with autocast_ctx(t.device):
+            loss, logs = t.step_module(batch, t.generator)
+        t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = clip_gradients(trainable.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if step % log_every == 0 or step == steps - 1:
-            last = {"loss": float(loss.detach()), "lr": optimizer.param_groups[-1]["lr"],
+        grad_norm = clip_gradients(t.trainable.parameters(), c.grad_clip)
+        t.optimizer.step()
+        t.scheduler.step()
+        if step % c.log_every == 0 or step == c.steps - 1:
+            last = {"loss": float(loss.detach()), "lr": t.optimizer.param_groups[-1]["lr"],
                     "grad_norm": grad_norm, **logs}
             log(step, last)
-        if (step + 1) % checkpoint_every == 0 or step == steps - 1:
+        if (step + 1) % c.checkpoint_every == 0 or step == c.steps - 1:
             save(step + 1)
     return last

@@ -1,22 +1,33 @@
-"""The task protocol: everything that differs between the AiT tasks, behind one interface.
+"""The task protocol: what a task is, and the few behaviours that really differ between tasks.
 
 The generic layers (tokenizer training, token caches, the solver's training step, inference, evaluation,
 inspection, summaries, the vocabulary) never compare task names: they receive a `Task` (from
-`pipeline.tasks.registry.get_task`) and call it. A task is one module in this folder implementing
-every method below (big_vision UViM's task trio, widened to the whole pipeline):
+`pipeline.tasks.registry.get_task`, which imports the task's folder `pipeline/tasks/<task>/` by name) and
+read its record or call it. In the spirit of big_vision UViM's task functions, and of ml-4m, where
+behaviour follows a modality's kind (`pipeline/tasks/dense.py` is the dense kind, written once).
 
-- labels for the tokenizer: `tokenizer_arch` (the VQ-VAE shape its labels need), `tokenizer_crops`,
-  `tokenizer_loss`, `evaluate_tokenizer` (reconstruction next to the interpolation baseline);
-- the token cache: `cache_layout` (what one cached sample stores and how its labels are encoded);
-- the solver: `sequence_length`, `input_side`, `examples` (cache sample -> augmented training example,
-  consistent with the cached views), `loss_adapter` (sequences, CE + aux loss), `vocab_classes` (class tokens it adds to the
-  shared vocabulary; its code range is its cache's codebook size);
-- evaluation: `evaluate` (decode outputs back to predictions, metrics next to an image-blind baseline,
-  panels), `headline`, `report`, `summary_rows`;
-- inspection: `inspect_panel` (image | GT | decoded cached tokens of one cached sample).
+A task is a record:
+- `name`, `code_kind` (its code range in the shared vocabulary), `splits` (training, held-out);
+- `configs`: its own params classes (`data.tasks.<task>`, `cache.<task>`, `solver.<task>`,
+  `evaluate.<task>`; `pipeline/tasks/<task>/config.py`), from which the params schema is assembled;
+- `scores`: the declarative table of what it reports (`Score`: key, label, where the value, its
+  image-blind baseline and its tokenizer bound sit in metrics.json, which way is better). Headline
+  numbers, console reports and summary rows are produced from it, for every task alike (`scores.py`);
+  `tokenizer_score` is the same for the tokenizer's reconstruction;
+- `cache_fields`: the decoders of its cached label files;
 
-Params stay per task (`tokenizer.<task>`, `cache.<task>`, `solver.<task>`, `evaluate.<task>`), so a
-stage declares exactly its task's sections. See README "Adding a task".
+plus six behaviours (one optional), each returning a plain record:
+1. `tokenizer(job)` -> `TokenizerRecipe`: the VQ-VAE shape its labels need, the training crops and the
+   reconstruction loss (mask augmentation lives inside depth's);
+2. `evaluate_tokenizer(ctx)`: reconstruction metrics next to the interpolation baseline (Table 12);
+3. `cache_layout(...)`: what one cached sample stores (`token_cache.layouts.Layout`);
+4. `training(manifest, cfg)` -> `TrainingRecipe`: sequence length, input side, the cache-sample ->
+   example decoder and its collate, and the loss adapter around the frozen tokenizer;
+5. `evaluate(ctx)`: decode the solver's outputs, score them next to an image-blind baseline, panels;
+6. `inspect_panel(sample, model, manifest)`: image | GT | decoded cached tokens of one cache sample;
+and `vocab_classes(manifest)` (class tokens it adds to the vocabulary; default none). Its dataset
+validation is `prepare.py` `PREPARE` in its folder (`registry.get_preparer`), its row in the solver's task
+embedding the registry's `TASK_IDS`. See README "Adding a task".
 """
 
 from __future__ import annotations
@@ -29,10 +40,14 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
+from pipeline.core.config import EvalConfig, TaskConfigs, TokenizerTaskConfig, TokenizerVariant, VQVAEConfig
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_jsonl
 from pipeline.core.runtime import dist_info, gather_to_rank0
+from pipeline.core.vocab import Vocab
+from pipeline.models.vqvae import VQVAE
 
 Progress = Callable[[int, int], None]
 Panel = tuple[str, np.ndarray]  # (sample key, (H, W, 3) uint8 picture)
@@ -80,15 +95,53 @@ class LossAdapter(Protocol):
 
     tokenizer: torch.nn.Module
 
-    def loss(self, model: torch.nn.Module, batch: dict, vocab: Any, device: torch.device,
+    def loss(self, model: torch.nn.Module, batch: dict, vocab: Vocab, device: torch.device,
              generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
+TokenizerLoss = Callable[[torch.nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, Tensor]]]
+
+
+@dataclass(frozen=True)
+class TokenizerJob:
+    """What `tokenizer` gets: the training records, the variant, `tokenizer.<task>`, seed, prepared dir."""
+
+    records: list[dict]
+    variant: TokenizerVariant
+    cfg: TokenizerTaskConfig
+    seed: int
+    prepared: Path  # data/prepared/<task>
+
+
+@dataclass(frozen=True)
+class TokenizerRecipe:
+    """How the VQ-VAE learns a task's labels: its shape, the crops (C, S, S) indexed by (index, epoch),
+    and the loss of one crop batch (reconstruction + commitment, parts "recon" and "commit")."""
+
+    arch: VQVAEConfig
+    crops: Dataset
+    loss: TokenizerLoss
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How the solver trains on a task's cache: decoder positions of one example, the side of the
+    square images it feeds the backbone, the picklable decoder (cache sample -> augmented example) for a
+    data seed and its collate, and the loss adapter to build around the frozen tokenizer (built after the
+    model, so loading the tokenizer draws nothing from the generator the model's initialisation uses)."""
+
+    sequence_length: int
+    input_side: int
+    examples: Callable[[int], Callable[[dict], dict]]
+    collate: Callable[[list[dict]], dict]
+    loss: Callable[[VQVAE], LossAdapter]
 
 
 @dataclass(frozen=True)
 class TokenizerEval:
     """What `evaluate_tokenizer` needs: the frozen model and its config.json, the held-out records."""
 
-    model: torch.nn.Module
+    model: VQVAE
     config: dict
     records: list[dict]
     prepared: Path  # data/prepared/<task>
@@ -100,15 +153,16 @@ class TokenizerEval:
 @dataclass(frozen=True)
 class SolverEval:
     """What `evaluate` needs: the trained solver, one task's frozen tokenizer, cache manifest, training
-    config (from the checkpoint), decoding config (params `evaluate.<task>`) and prepared data."""
+    config (the task's `solver.<task>` class, from the checkpoint), decoding config (its
+    `evaluate.<task>` class, from params) and prepared data."""
 
     model: torch.nn.Module
-    vocab: Any
-    tokenizer: torch.nn.Module
+    vocab: Vocab
+    tokenizer: VQVAE
     manifest: dict
-    task_cfg: Any
-    infer_cfg: Any
-    opts: Any  # EvalConfig: batching, panels, max_images
+    task_cfg: Any  # the task's own `configs.solver`
+    infer_cfg: Any  # the task's own `configs.infer`
+    opts: EvalConfig  # batching, panels, max_images
     prepared: Path  # data/prepared/<task>
     records: list[dict]  # the held-out split (max_images applied)
     progress: Callable[[str], Any]  # label -> context manager yielding a Progress
@@ -121,100 +175,59 @@ class SolverResult:
     files: dict[str, bytes]  # extra result files (COCO results json), written beside metrics.json
 
 
+Path_ = tuple[str, ...]  # keys into a task's metrics.json
+
+
+@dataclass(frozen=True)
+class Score:
+    """One number a task reports, next to what it is compared with (see `scores.py`)."""
+
+    key: str  # headline name, unique across tasks (a `dvc exp show` column)
+    label: str  # as a person names it
+    value: Path_  # where the model's value sits in the task's metrics.json
+    baseline: Path_ | None = None  # its image-blind baseline (or the interpolation tokenizer)
+    bound: Path_ | None = None  # the tokenizer's upper bound
+    lower_is_better: bool = False
+    headline: tuple[str, ...] = ("value", "baseline", "bound")  # parts `dvc exp show` compares; () none
+    text: Callable[[Any], str] | None = None  # how a value that is not a number prints
+
+
 class Task:
-    """Base of the task modules; every method below is implemented by each registered task."""
+    """Base of the tasks: the record every task fills in and the behaviours it implements."""
 
     name: ClassVar[str]
-    task_id: ClassVar[int]  # row of the solver's task embedding (PAPER_NOTES §9: det 0, insseg 1, depth 2)
     code_kind: ClassVar[str]  # the vocabulary range of its codebook (`Vocab.ranges`)
     splits: ClassVar[tuple[str, str]]  # (training, held-out) prepared splits
-    solver_config: ClassVar[type]  # params solver.<task>
-    cache_config: ClassVar[type]  # params cache.<task>
-    infer_config: ClassVar[type]  # params evaluate.<task>
-    soft_kinds: ClassVar[frozenset[str]]  # kinds fed back as soft tokens at inference (PAPER_NOTES §3.1)
-    tokenizer_metric: ClassVar[tuple[str, str, str]]  # (metrics key, headline name, label) of its
-    # reconstruction score
+    configs: ClassVar[TaskConfigs]  # its own params classes
+    scores: ClassVar[tuple[Score, ...]]  # what evaluate@<run> reports, in order
+    tokenizer_score: ClassVar[Score]  # the reconstruction score of eval_tokenizer (value: key per method)
+    baseline_note: ClassVar[str]  # what its image-blind baseline is, for the summary's caption
     cache_fields: ClassVar[dict[str, Callable[[bytes], Any]]] = {}  # decoders of its cached label files
 
-    # ---- tokenizer ------------------------------------------------------------------------------
-
-    def tokenizer_arch(self, cfg: Any, prepared: Path) -> Any:
-        """The VQ-VAE config its labels need (e.g. one input channel per class); default unchanged."""
-        return cfg
-
-    def tokenizer_crops(self, records: list[dict], crop_size: int, seed: int,
-                        prepared: Path) -> torch.utils.data.Dataset:
-        """Training crops `(C, S, S)` for the tokenizer, indexed by (index, epoch)."""
-        raise NotImplementedError
-
-    def tokenizer_loss(self, model: torch.nn.Module, batch: Tensor, mask_ratio: float, patch_size: int,
-                       generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
-        """Reconstruction + commitment loss of one crop batch."""
+    def tokenizer(self, job: TokenizerJob) -> TokenizerRecipe:
         raise NotImplementedError
 
     def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
         """Hard / soft reconstruction metrics of the held-out split next to `interp_baseline`."""
         raise NotImplementedError
 
-    # ---- token cache ----------------------------------------------------------------------------
-
     def cache_layout(self, splits: dict[str, list[dict]], tok: Any, cfg: Any, prepared: Path) -> Any:
-        """The `tokens.layouts` layout of its cache, validated against the records and the config."""
+        """The `token_cache.layouts.Layout` of its cache, validated against the records and `cache.<task>`
+        (`tok`: the frozen tokenizer and its config.json, `token_cache.build.Tokenizer`)."""
         raise NotImplementedError
-
-    # ---- solver ---------------------------------------------------------------------------------
 
     def vocab_classes(self, manifest: dict) -> int:
         """Class tokens it needs in the shared vocabulary (instances only); default none."""
         return 0
 
-    def sequence_length(self, manifest: dict, cfg: Any) -> int:
-        """Decoder positions of one example."""
+    def training(self, manifest: dict, cfg: Any) -> TrainingRecipe:
+        """How the solver trains on its cache (`manifest`) with `solver.<task>` (`cfg`)."""
         raise NotImplementedError
 
-    def input_side(self, manifest: dict, cfg: Any) -> int:
-        """Side of the square images it feeds the backbone."""
+    def evaluate(self, ctx: SolverEval) -> SolverResult | None:
+        """Metrics, panels and files on rank 0; None on the other ranks (their batches went to rank 0)."""
         raise NotImplementedError
 
-    def examples(self, manifest: dict, cfg: Any, seed: int) -> tuple[Callable, Callable]:
-        """(decode, collate): picklable cache-sample -> example and examples -> batch functions."""
-        raise NotImplementedError
-
-    def loss_adapter(self, tokenizer: torch.nn.Module, cfg: Any, manifest: dict) -> LossAdapter:
-        raise NotImplementedError
-
-    # ---- evaluation -----------------------------------------------------------------------------
-
-    def evaluate(self, ctx: SolverEval) -> SolverResult:
-        raise NotImplementedError
-
-    def headline(self, metrics: dict) -> dict[str, float]:
-        """The few numbers `dvc exp show` compares (keys unique across tasks)."""
-        raise NotImplementedError
-
-    def report(self, metrics: dict) -> str:
-        """One console line of its solver metrics."""
-        raise NotImplementedError
-
-    def summary_rows(self, run: str, metrics: dict) -> list[tuple[str, ...]]:
-        """Rows of `ait summary`'s solver table: (run, task / metric, model, baseline, median map, gain,
-        tokenizer bound)."""
-        raise NotImplementedError
-
-    # ---- inspection -----------------------------------------------------------------------------
-
-    def inspect_panel(self, sample: dict, model: torch.nn.Module, manifest: dict) -> np.ndarray:
+    def inspect_panel(self, sample: dict, model: VQVAE, manifest: dict) -> np.ndarray:
         """image | GT | hard-decoded cached tokens of one decoded cache sample."""
         raise NotImplementedError
-
-
-class DenseTask(Task):
-    """A dense task cached per view (`tokens.layouts.ViewLayout`): one code per token-grid cell in raster
-    order, and the backbone sees the cached full-height crop."""
-
-    def sequence_length(self, manifest: dict, cfg: Any) -> int:
-        h, w = manifest["tokenizer"]["grid"]
-        return h * w
-
-    def input_side(self, manifest: dict, cfg: Any) -> int:
-        return manifest["views"]["crop_size"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.tasks.dense import view_crop
 from pipeline.tasks.depth.config import DepthAugmentConfig
 from pipeline.tasks.depth.metrics import MAX_DEPTH
 
@@ -122,6 +123,4 @@ def shift_hsv(image: torch.Tensor, hue, saturation, value) -> torch.Tensor:
 
 def depth_view(rgb: np.ndarray, depth: np.ndarray, flip: int, x: int, size: int):
     """The cached view (flip of the full frame, then columns [x, x+size)) of an image and its depth."""
-    if flip:
-        rgb, depth = rgb[:, ::-1], depth[:, ::-1]
-    return (np.ascontiguousarray(rgb[:, x : x + size]), np.ascontiguousarray(depth[:, x : x + size]))
+    return view_crop(rgb, flip, x, size), view_crop(depth, flip, x, size)

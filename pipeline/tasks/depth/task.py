@@ -16,34 +16,43 @@ all-reduced mean token count per GPU, i.e. CE_mean + aux_weight·SiLog on one pr
 the trainer pass that N; the default is the local count. The tokenizer must be frozen by the caller
 (requires_grad False): gradients still flow through its decoder into the logits, never into it.
 
-`DepthTask` binds them to the pipeline (`tasks/base.py`): tokenizer crops and loss, the per-view cache
-layout, training examples, the loss adapter, the window/flip inference and the evaluation
-(`depth_eval.py`).
+`DepthTask` binds them to the pipeline (`tasks/base.py`, the dense kind `tasks/dense.py`): tokenizer
+crops and loss, the per-view cache layout, training examples, the loss adapter, the window/flip inference,
+the evaluation (`evaluate.py`) and its score table.
 
 Shapes: B batch, h x w token grid, L = h·w, V vocabulary, K depth codebook size, H x W pixels.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.core.config import ViewCacheConfig
-from pipeline.core.viz import panel, shared_range
+from pipeline.core.viz import shared_range
 from pipeline.core.vocab import Vocab
 from pipeline.data.nyu import depth_png_metres, read_depth_metres
-from pipeline.geometry.windows import DenseFn, predict_windows, to_tensor
+from pipeline.geometry.windows import DenseFn
 from pipeline.models.vqvae import VQVAE, grid_shape
 from pipeline.solver_training.infer import generate_dense, soft_inputs
-from pipeline.solver_training.samples import stack_images, worker_rng
-from pipeline.tasks.base import DenseTask, SolverEval, SolverResult, TokenizerEval, fmt, read_split
-from pipeline.tasks.depth.augment import augment_depth, depth_view, draw_depth
-from pipeline.tasks.depth.config import DepthAugmentConfig, DepthInferConfig, DepthTaskConfig
+from pipeline.solver_training.samples import stack_images
+from pipeline.tasks.base import (
+    Score,
+    SolverEval,
+    SolverResult,
+    TokenizerEval,
+    TokenizerJob,
+    TokenizerRecipe,
+    read_split,
+)
+from pipeline.tasks.dense import DenseExamples, DenseTask, predict_frames, view_crop
+from pipeline.tasks.depth.augment import augment_depth, draw_depth
+from pipeline.tasks.depth.config import CONFIGS, DepthAugmentConfig, DepthInferConfig, DepthTaskConfig
 from pipeline.tasks.depth.evaluate import colorize_depth, evaluate_depth, train_depth_baselines
 from pipeline.tasks.depth.losses import mse_ignore_zero, silog_loss
 from pipeline.tasks.depth.mask_augment import random_patch_mask
@@ -58,7 +67,6 @@ from pipeline.tasks.sequences import (
     token_accuracy,
 )
 from pipeline.token_cache.layouts import ViewLayout, view_layout
-from pipeline.token_cache.read import decode_sample
 
 __all__ = [
     "TASK_ID", "SOFT_KINDS", "MIN_DEPTH", "generation_kinds", "depth_sequence", "depth_code_logits",
@@ -160,28 +168,20 @@ def predict_depth(
 
 
 @dataclass
-class DepthExamples:
-    """Cached depth sample -> one randomly drawn cached view: image, GT depth, its tokens and the
-    drawn RGB augmentation (PAPER_NOTES §6.1).
+class DepthExamples(DenseExamples):
+    """Cached depth sample -> one randomly drawn cached view: image, GT depth, its tokens and the drawn
+    RGB augmentation (PAPER_NOTES §6.1).
 
     The image is the (S, S, 3) uint8 view; `augment` is its `draw_depth` row, applied on the training
     device by `augment_depth` (CutDepth on the full frame, then the view, then the photometric ops).
     """
 
-    crop_size: int
-    augment: DepthAugmentConfig
-    seed: int
-    _rng: np.random.Generator | None = field(default=None, repr=False)
+    augment: DepthAugmentConfig = field(default_factory=DepthAugmentConfig)
+    fields: ClassVar[dict] = {"depth": depth_png_metres}  # the cached depth PNG decodes to metres
 
-    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
-        self._rng = self._rng or worker_rng(self.seed)
-        s = decode_sample(raw, DepthTask.cache_fields)
-        v = int(self._rng.integers(len(s["views"])))
-        flip, x = s["views"][v]["flip"], s["views"][v]["x"]
-        rgb, depth = depth_view(s["rgb"], s["depth"], flip, x, self.crop_size)
-        draws = draw_depth(self.augment, s["rgb"].shape[1], flip, x, self._rng)
-        return {"key": s["key"], "image": rgb, "depth": depth, "indices": s["tokens"][v].astype(np.int64),
-                "augment": draws}
+    def extra(self, sample: dict, flip: int, x: int, rng: np.random.Generator) -> dict[str, Any]:
+        return {"depth": view_crop(sample["depth"], flip, x, self.crop_size),
+                "augment": draw_depth(self.augment, sample["rgb"].shape[1], flip, x, rng)}
 
 
 def collate_depth(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -235,9 +235,8 @@ def infer_depth(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
                 images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     """(N, S, W, 3) uint8 RGB -> (N, S, W) float32 depth in metres by the official window/flip protocol
     (or the windows and flips `cfg` chooses)."""
-    device = next(model.parameters()).device
     predict = depth_predictor(model, tokenizer, vocab, cfg, size)
-    depth = predict_windows(to_tensor(images, device), predict, size, cfg.flip_tta, cfg.shift_windows)
+    depth = predict_frames(model, images, predict, size, cfg)
     return depth[:, 0].clamp_min(MIN_DEPTH).float().cpu().numpy()
 
 
@@ -245,29 +244,55 @@ def infer_depth(model, tokenizer: VQVAE, vocab: Vocab, cfg: DepthInferConfig,
 # the task
 
 
+def spread_text(s: dict) -> str:
+    return f"{s['deviation_ratio']:.2f} (corr {s['deviation_correlation']:+.2f})"
+
+
+def _mean_map(key: str, label: str, **kw) -> Score:
+    return Score(key, label, ("model", key), ("mean_depth_baseline", key), ("tokenizer_upper_bound", key), **kw)
+
+
+@dataclass(frozen=True)
+class DepthTokenizerLoss:
+    """MSE against the clean GT on valid pixels of the reconstruction of the mask-augmented input
+    (PAPER_NOTES §1.3, §2: `mask_ratio` of the variant, `patch_size` squares) + commitment."""
+
+    mask_ratio: float
+    patch_size: int
+
+    def __call__(self, model, batch: Tensor, generator: torch.Generator):
+        inputs = (random_patch_mask(batch, self.mask_ratio, self.patch_size, generator) if self.mask_ratio > 0
+                  else batch)
+        recon, _, commit = model(inputs)
+        recon_loss = mse_ignore_zero(recon.float(), batch)
+        return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+
+
 class DepthTask(DenseTask):
     """NYUv2 depth: a dense continuous map, tokenised per cached view (paper §3, PAPER_NOTES §4.4)."""
 
     name = "depth"
-    task_id = TASK_ID
     code_kind = "depth"
     splits = ("train", "test")
-    solver_config = DepthTaskConfig
-    cache_config = ViewCacheConfig
-    infer_config = DepthInferConfig
-    soft_kinds = SOFT_KINDS
-    tokenizer_metric = ("rmse", "rmse", "RMSE (m)")
-    cache_fields = {"depth": depth_png_metres}  # the cached depth PNG decodes to metres
+    configs = CONFIGS
+    label = "depth"
+    cache_fields = DepthExamples.fields
+    scores = (
+        _mean_map("rmse", "RMSE (m)", lower_is_better=True),
+        _mean_map("d1", "δ1", headline=("value", "baseline")),
+        _mean_map("abs_rel", "AbsRel", lower_is_better=True, headline=()),
+        Score("rmse_median", "RMSE vs the median map (m)", ("model", "rmse"), ("median_depth_baseline", "rmse"),
+              lower_is_better=True, headline=()),
+        Score("spread", "spread vs mean map", ("spread_vs_mean_map",), headline=(), text=spread_text),
+    )
+    tokenizer_score = Score("rmse", "RMSE (m)", ("rmse",), lower_is_better=True)
+    baseline_note = ("the training mean depth map (spread: RMS deviation of the prediction from the mean map "
+                     "over the GT's, 0 = the model outputs the mean map, and their correlation)")
 
-    def tokenizer_crops(self, records, crop_size, seed, prepared):
-        return DepthCrops(records, crop_size, seed)
-
-    def tokenizer_loss(self, model, batch, mask_ratio, patch_size, generator):
-        # MSE against the clean GT on valid pixels of the reconstruction of the mask-augmented input (§2)
-        inputs = random_patch_mask(batch, mask_ratio, patch_size, generator) if mask_ratio > 0 else batch
-        recon, _, commit = model(inputs)
-        recon_loss = mse_ignore_zero(recon.float(), batch)
-        return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+    def tokenizer(self, job: TokenizerJob) -> TokenizerRecipe:
+        t = job.cfg.train
+        return TokenizerRecipe(job.cfg.model, DepthCrops(job.records, t.crop_size, job.seed),
+                               DepthTokenizerLoss(job.variant.mask_ratio, t.patch_size))
 
     def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
         return evaluate_depth_tokenizer(ctx.model, ctx.records, ctx.tau, ctx.device, ctx.progress)
@@ -275,13 +300,17 @@ class DepthTask(DenseTask):
     def cache_layout(self, splits, tok, cfg, prepared) -> ViewLayout:
         return view_layout(self.name, "depth", read_depth_metres, splits, tok, cfg)
 
-    def examples(self, manifest, cfg, seed):
-        return DepthExamples(manifest["views"]["crop_size"], cfg.augment, seed), collate_depth
+    def examples(self, manifest, cfg):
+        return functools.partial(DepthExamples, manifest["views"]["crop_size"], augment=cfg.augment)
 
-    def loss_adapter(self, tokenizer, cfg, manifest):
-        return DepthLoss(tokenizer, cfg)
+    @staticmethod
+    def collate(samples):
+        return collate_depth(samples)
 
-    def evaluate(self, ctx: SolverEval) -> SolverResult:
+    def loss_adapter(self, cfg):
+        return functools.partial(DepthLoss, cfg=cfg)
+
+    def evaluate(self, ctx: SolverEval) -> SolverResult | None:
         with ctx.progress("evaluate: training depth statistics") as cb:
             baselines = train_depth_baselines(read_split(ctx.prepared, self.splits[0]), cb)
         size = ctx.manifest["views"]["crop_size"]
@@ -292,36 +321,10 @@ class DepthTask(DenseTask):
                 baselines, ctx.opts, cb)
         return None if metrics is None else SolverResult(metrics, panels, {})
 
-    def headline(self, metrics):
-        model, base = metrics["model"], metrics["mean_depth_baseline"]
-        return {"rmse": model["rmse"], "d1": model["d1"], "base_rmse": base["rmse"], "base_d1": base["d1"],
-                "tok_rmse": metrics["tokenizer_upper_bound"]["rmse"]}
-
-    def report(self, m):
-        return (f"RMSE {m['model']['rmse']:.4f} (mean-depth baseline {m['mean_depth_baseline']['rmse']:.4f}, "
-                f"gain {100 * m['rmse_gain_vs_mean']:.1f}%; tokenizer bound "
-                f"{m['tokenizer_upper_bound']['rmse']:.4f}), d1 {m['model']['d1']:.3f}")
-
-    def summary_rows(self, run, d):
-        median = d.get("median_depth_baseline", {})
-        rows = [(run, f"depth {key}", fmt(d["model"][key]), fmt(d["mean_depth_baseline"][key]),
-                 fmt(median.get(key)), f"{d['rmse_gain_vs_mean']:+.1%}" if key == "rmse" else "",
-                 fmt(d["tokenizer_upper_bound"][key]))
-                for key in ("rmse", "abs_rel", "d1")]
-        if "spread_vs_mean_map" in d:
-            s = d["spread_vs_mean_map"]
-            spread = f"{s['deviation_ratio']:.2f} (corr {s['deviation_correlation']:+.2f})"
-            rows.append((run, "depth spread vs mean map", spread, "0.00", "", "", ""))
-        return rows
-
-    def inspect_panel(self, sample, model, manifest):
-        crop = manifest["views"]["crop_size"]
-        x = sample["views"][0]["x"]  # view 0: flip 0, x 0 by construction (views.dense_views)
-        decoded = model.decode(torch.from_numpy(sample["tokens"][:1].astype(np.int64)))[0, 0].numpy()
-        gt = sample["depth"][:, x : x + crop]
+    def inspect_tiles(self, gt, decoded, manifest):
+        decoded = decoded[0, 0].numpy()
         lo, hi = shared_range(gt, decoded)
-        tiles = [sample["rgb"][:, x : x + crop], colorize_depth(gt, lo, hi), colorize_depth(decoded, lo, hi)]
-        return panel(tiles, ["image", f"GT depth {lo:.2f}-{hi:.2f} m", "decoded tokens (view 0)"])
+        return [colorize_depth(gt, lo, hi), colorize_depth(decoded, lo, hi)], [f"GT depth {lo:.2f}-{hi:.2f} m"]
 
 
 TASK = DepthTask()

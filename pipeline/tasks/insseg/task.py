@@ -8,6 +8,7 @@ letterboxed inference and the COCO evaluation (`insseg_eval.py`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,19 @@ from pipeline.models.sampling import choose, decoding_plan, restrict_logits
 from pipeline.models.vqvae import VQVAE
 from pipeline.solver_training.augment import color_jitter, draw_color_jitter
 from pipeline.solver_training.samples import stack_images, worker_rng
-from pipeline.tasks.base import SolverEval, SolverResult, Task, TokenizerEval, fmt, read_split
+from pipeline.tasks.base import (
+    Score,
+    SolverEval,
+    SolverResult,
+    Task,
+    TokenizerEval,
+    TokenizerJob,
+    TokenizerRecipe,
+    TrainingRecipe,
+    read_split,
+)
 from pipeline.tasks.insseg import sequence as objseq
-from pipeline.tasks.insseg.config import InssegCacheConfig, InssegInferConfig, InssegTaskConfig
+from pipeline.tasks.insseg.config import CONFIGS, InssegInferConfig, InssegTaskConfig
 from pipeline.tasks.insseg.evaluate import evaluate_insseg, instance_panel_cached
 from pipeline.tasks.insseg.jitter import Jitter
 from pipeline.tasks.insseg.layout import InstanceLayout
@@ -238,27 +249,42 @@ def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, task: InssegTask
 # the task
 
 
+def hits_text(h: dict) -> str:
+    return f"{h['gt_found']}/{h['gt_objects']} ({h['gt_found_right_class']})"
+
+
+def _ap(key: str, label: str, iou: str, ap: str, **kw) -> Score:
+    return Score(key, label, (iou, ap), ("prior_baseline", iou, ap), **kw)
+
+
+def tokenizer_loss(model, batch: Tensor, generator: torch.Generator):
+    """MSE in network space: (2y − 1) − (2x − 1) = 2 (y − x), as the official [-1, 1] loss + commitment."""
+    recon, _, commit = model(batch)
+    recon_loss = F.mse_loss(2.0 * recon.float() - 1.0, 2.0 * batch - 1.0)
+    return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+
+
 class InssegTask(Task):
     """COCO instances: a variable number of objects, each box + class + mask codes (PAPER_NOTES §4.5)."""
 
     name = "insseg"
-    task_id = objseq.TASK_ID
     code_kind = "mask"
     splits = ("train", "val")
-    solver_config = InssegTaskConfig
-    cache_config = InssegCacheConfig
-    infer_config = InssegInferConfig
-    soft_kinds = objseq.SOFT_KINDS
-    tokenizer_metric = ("AP", "mask_ap", "mask AP")
+    configs = CONFIGS
+    scores = (
+        _ap("box_ap", "box AP", "bbox", "AP"),
+        _ap("mask_ap", "mask AP", "segm", "AP"),
+        _ap("box_ap50", "box AP50", "bbox", "AP50", headline=()),
+        _ap("mask_ap50", "mask AP50", "segm", "AP50", headline=()),
+        Score("found", "GT objects found (IoU>=0.5; right class)", ("hits",), ("prior_baseline", "hits"),
+              headline=(), text=hits_text),
+    )
+    tokenizer_score = Score("mask_ap", "mask AP", ("AP",))
+    baseline_note = "the image-blind class prior"
 
-    def tokenizer_crops(self, records, crop_size, seed, prepared):
-        return MaskCrops(records, crop_size, seed)
-
-    def tokenizer_loss(self, model, batch, mask_ratio, patch_size, generator):
-        recon, _, commit = model(batch)
-        # MSE in network space: (2y − 1) − (2x − 1) = 2 (y − x), as the official [-1, 1] loss.
-        recon_loss = F.mse_loss(2.0 * recon.float() - 1.0, 2.0 * batch - 1.0)
-        return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+    def tokenizer(self, job: TokenizerJob) -> TokenizerRecipe:
+        return TokenizerRecipe(job.cfg.model, MaskCrops(job.records, job.cfg.train.crop_size, job.seed),
+                               tokenizer_loss)
 
     def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
         categories = read_categories(ctx.prepared)
@@ -273,22 +299,16 @@ class InssegTask(Task):
     def vocab_classes(self, manifest):
         return len(manifest["categories"])
 
-    def sequence_length(self, manifest, cfg):
+    def training(self, manifest, cfg) -> TrainingRecipe:
         h, w = manifest["tokenizer"]["grid"]
-        return cfg.num_query * objseq.tokens_per_object(h * w)
-
-    def input_side(self, manifest, cfg):
-        return cfg.image_size
-
-    def examples(self, manifest, cfg, seed):
         ids = [c["id"] for c in manifest["categories"]]
-        return (InssegExamples(cfg.image_size, cfg.scale_range, cfg.color_jitter, ids,
-                               manifest["mask_crop_size"], seed), collate_insseg)
+        crop = manifest["mask_crop_size"]
+        return TrainingRecipe(
+            cfg.num_query * objseq.tokens_per_object(h * w), cfg.image_size,
+            functools.partial(InssegExamples, cfg.image_size, cfg.scale_range, cfg.color_jitter, ids, crop),
+            collate_insseg, functools.partial(InssegLoss, cfg=cfg, mask_size=crop))
 
-    def loss_adapter(self, tokenizer, cfg, manifest):
-        return InssegLoss(tokenizer, cfg, manifest["mask_crop_size"])
-
-    def evaluate(self, ctx: SolverEval) -> SolverResult:
+    def evaluate(self, ctx: SolverEval) -> SolverResult | None:
         categories = read_categories(ctx.prepared)
         ids = [c["id"] for c in ctx.manifest["categories"]]  # contiguous class k <-> ids[k], as in training
         if len(ids) != ctx.vocab.num_classes:
@@ -313,29 +333,9 @@ class InssegTask(Task):
         text = json.dumps(results, sort_keys=True, separators=(",", ":"))
         return SolverResult(metrics, panels, {"insseg_results.json": text.encode()})
 
-    def headline(self, metrics):
-        base = metrics["prior_baseline"]
-        return {"box_ap": metrics["bbox"]["AP"], "mask_ap": metrics["segm"]["AP"],
-                "base_box_ap": base["bbox"]["AP"], "base_mask_ap": base["segm"]["AP"]}
-
-    def report(self, m):
-        return f"box AP {m['bbox']['AP']:.4f}, mask AP {m['segm']['AP']:.4f} over {m['num_images']} images"
-
-    def summary_rows(self, run, m):
-        rows = [(run, f"insseg {iou} {key}", fmt(m[iou][key]), fmt(m["prior_baseline"][iou][key]), "", "", "")
-                for iou in ("bbox", "segm") for key in ("AP", "AP50")]
-        if "hits" in m:
-            rows.append((run, "insseg GT objects found (IoU>=0.5; right class)", hits_text(m["hits"]),
-                         hits_text(m["prior_baseline"]["hits"]), "", "", ""))
-        return rows
-
     def inspect_panel(self, sample, model, manifest):
         names = {c["id"]: c["name"] for c in manifest["categories"]}
         return instance_panel_cached(sample, model, names, tuple(manifest["tokenizer"]["grid"]))
-
-
-def hits_text(h: dict) -> str:
-    return f"{h['gt_found']}/{h['gt_objects']} ({h['gt_found_right_class']})"
 
 
 def read_categories(prepared) -> list[dict]:

@@ -6,12 +6,12 @@ type does not matter:
 - tokenizer: a VQ-VAE on class maps (`input_scale: onehot`, one input channel and one output logit per
   class, `channels` derived from the prepared class list), cross-entropy on labelled pixels; UViM's
   panoptic "oracle" (big_vision `panoptic_task.py`) is the anchor;
-- cache: depth's per-view layout (flip x full-height crop; `tokens/layouts.ViewLayout`), label PNGs in the
+- cache: the dense per-view layout (flip x full-height crop; `token_cache/layouts.ViewLayout`), label PNGs in the
   samples, the class list in the manifest;
 - solver: codes in raster order after the task embedding (`raster_sequence`), full-vocabulary CE plus an
   aux CE of the soft-decoded class logits on labelled pixels (the analogue of depth's aux SiLog, §3.3);
   training RGB gets colour jitter (flips and crops come from the cached views);
-- inference: depth's windows and flips, class probabilities averaged, then the argmax (`semseg_eval.py`).
+- inference: the dense windows and flips, class probabilities averaged, then the argmax (`evaluate.py`).
 
 Class ids: 1..N as `classes.json` lists them (contiguous), 0 = unlabelled (ignored by losses and metrics).
 Shapes: B batch, h x w token grid, L = h·w, V vocabulary, N classes, S crop side.
@@ -19,9 +19,10 @@ Shapes: B batch, h x w token grid, L = h·w, V vocabulary, N classes, S crop sid
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,26 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pipeline.core.config import ConfigError, ViewCacheConfig, VQVAEConfig, WindowInferConfig
+from pipeline.core.config import ConfigError, WindowInferConfig
 from pipeline.core.errors import DataError
-from pipeline.core.viz import colorize_labels, panel
+from pipeline.core.viz import colorize_labels
 from pipeline.core.vocab import Vocab
-from pipeline.geometry.windows import predict_windows, to_tensor
 from pipeline.models.vqvae import VQVAE, grid_shape, labels_from_logits
 from pipeline.solver_training.augment import color_jitter, draw_color_jitter
 from pipeline.solver_training.infer import generate_dense, soft_inputs
-from pipeline.solver_training.samples import stack_images, worker_rng
-from pipeline.tasks.base import DenseTask, SolverEval, SolverResult, TokenizerEval, fmt, read_split
+from pipeline.solver_training.samples import stack_images
+from pipeline.tasks.base import (
+    Score,
+    SolverEval,
+    SolverResult,
+    TokenizerEval,
+    TokenizerJob,
+    TokenizerRecipe,
+    read_split,
+)
+from pipeline.tasks.dense import DenseExamples, DenseTask, predict_frames, view_crop
 from pipeline.tasks.registry import TASK_IDS
-from pipeline.tasks.semseg.config import SemsegTaskConfig
+from pipeline.tasks.semseg.config import CONFIGS, SemsegTaskConfig
 from pipeline.tasks.semseg.evaluate import evaluate_semseg, evaluate_semseg_tokenizer, train_majority
 from pipeline.tasks.semseg.losses import label_ce_loss
 from pipeline.tasks.sequences import (
@@ -52,7 +61,6 @@ from pipeline.tasks.sequences import (
     token_accuracy,
 )
 from pipeline.token_cache.layouts import ViewLayout, view_layout
-from pipeline.token_cache.read import decode_sample
 from pipeline.tokenizer_training.data import sample_rng
 
 TASK_ID = TASK_IDS["semseg"]  # its row of the task embedding (tasks/registry.py)
@@ -105,25 +113,14 @@ def semseg_loss(logits: Tensor, targets: Tensor, *, vocab: Vocab, tokenizer: VQV
 
 
 @dataclass
-class SemsegExamples:
+class SemsegExamples(DenseExamples):
     """Cached sample -> one randomly drawn cached view: image, GT class ids, its tokens, colour factors."""
 
-    crop_size: int
-    color_jitter: float
-    seed: int
-    _rng: np.random.Generator | None = field(default=None, repr=False)
+    color_jitter: float = 0.0
 
-    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
-        self._rng = self._rng or worker_rng(self.seed)
-        s = decode_sample(raw)
-        v = int(self._rng.integers(len(s["views"])))
-        flip, x = s["views"][v]["flip"], s["views"][v]["x"]
-        rgb, label = (a[:, ::-1] if flip else a for a in (s["rgb"], s["label"]))  # the full frame flips first
-        crop = np.s_[:, x : x + self.crop_size]
-        return {"key": s["key"], "image": np.ascontiguousarray(rgb[crop]),
-                "labels": np.ascontiguousarray(label[crop], dtype=np.int64),
-                "indices": s["tokens"][v].astype(np.int64),
-                "color": draw_color_jitter(self.color_jitter, self._rng)}
+    def extra(self, sample: dict, flip: int, x: int, rng: np.random.Generator) -> dict[str, Any]:
+        return {"labels": view_crop(sample["label"], flip, x, self.crop_size).astype(np.int64),
+                "color": draw_color_jitter(self.color_jitter, rng)}
 
 
 def collate_semseg(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,10 +169,7 @@ def class_probabilities(model, tokenizer: VQVAE, vocab: Vocab, cfg: WindowInferC
 def infer_semseg(model, tokenizer: VQVAE, vocab: Vocab, cfg: WindowInferConfig,
                  images: Sequence[np.ndarray], size: int) -> np.ndarray:
     """(N, S, W, 3) uint8 RGB -> (N, S, W) int64 class ids 1..N."""
-    device = next(model.parameters()).device
-    probs = predict_windows(to_tensor(images, device),
-                            class_probabilities(model, tokenizer, vocab, cfg, size),
-                            size, cfg.flip_tta, cfg.shift_windows)
+    probs = predict_frames(model, images, class_probabilities(model, tokenizer, vocab, cfg, size), size, cfg)
     return labels_from_logits(probs).cpu().numpy()
 
 
@@ -183,29 +177,34 @@ def infer_semseg(model, tokenizer: VQVAE, vocab: Vocab, cfg: WindowInferConfig,
 # the task
 
 
+def _score(key: str, label: str, field: str, **kw) -> Score:
+    return Score(key, label, ("model", field), ("majority_baseline", field), ("tokenizer_upper_bound", field), **kw)
+
+
+def tokenizer_loss(model, batch: Tensor, generator: torch.Generator):
+    """Cross-entropy of the reconstructed class logits on labelled pixels + commitment."""
+    recon, _, commit = model(batch)
+    recon_loss = label_ce_loss(recon.float(), batch)
+    return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+
+
 class SemsegTask(DenseTask):
     name = "semseg"
-    task_id = TASK_ID
     code_kind = KIND
     splits = ("train", "test")
-    solver_config = SemsegTaskConfig
-    cache_config = ViewCacheConfig
-    infer_config = WindowInferConfig
-    soft_kinds = SOFT_KINDS
-    tokenizer_metric = ("miou", "miou", "mIoU")
+    configs = CONFIGS
+    label = "label"
+    scores = (_score("miou", "mIoU", "miou"),
+              _score("pixel_acc", "pixel accuracy", "pixel_accuracy", headline=("value", "baseline")))
+    tokenizer_score = Score("miou", "mIoU", ("miou",))
+    baseline_note = "the training per-pixel majority class"
 
-    def tokenizer_arch(self, cfg: VQVAEConfig, prepared: Path) -> VQVAEConfig:
+    def tokenizer(self, job: TokenizerJob) -> TokenizerRecipe:
+        cfg = job.cfg.model
         if cfg.input_scale != "onehot":
             raise ConfigError(f"tokenizer.semseg.model.input_scale: must be onehot, got {cfg.input_scale!r}")
-        return replace(cfg, channels=len(read_classes(prepared)))  # one input plane per class, derived
-
-    def tokenizer_crops(self, records, crop_size, seed, prepared):
-        return LabelCrops(records, crop_size, seed)
-
-    def tokenizer_loss(self, model, batch, mask_ratio, patch_size, generator):
-        recon, _, commit = model(batch)
-        recon_loss = label_ce_loss(recon.float(), batch)
-        return recon_loss + commit, {"recon": recon_loss.detach(), "commit": commit.detach()}
+        arch = replace(cfg, channels=len(read_classes(job.prepared)))  # one input plane per class, derived
+        return TokenizerRecipe(arch, LabelCrops(job.records, job.cfg.train.crop_size, job.seed), tokenizer_loss)
 
     def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
         return evaluate_semseg_tokenizer(ctx.model, ctx.records, read_label, ctx.tau, ctx.device,
@@ -218,13 +217,17 @@ class SemsegTask(DenseTask):
                             f"{tok.model.cfg.channels}; retrain it (`dvc repro train_tokenizer`)")
         return view_layout(self.name, "label", read_label_input, splits, tok, cfg, {"classes": classes})
 
-    def examples(self, manifest, cfg, seed):
-        return SemsegExamples(manifest["views"]["crop_size"], cfg.color_jitter, seed), collate_semseg
+    def examples(self, manifest, cfg):
+        return functools.partial(SemsegExamples, manifest["views"]["crop_size"], color_jitter=cfg.color_jitter)
 
-    def loss_adapter(self, tokenizer, cfg, manifest):
-        return SemsegLoss(tokenizer, cfg)
+    @staticmethod
+    def collate(samples):
+        return collate_semseg(samples)
 
-    def evaluate(self, ctx: SolverEval) -> SolverResult:
+    def loss_adapter(self, cfg):
+        return functools.partial(SemsegLoss, cfg=cfg)
+
+    def evaluate(self, ctx: SolverEval) -> SolverResult | None:
         classes = len(ctx.manifest["classes"])
         with ctx.progress("evaluate: training majority classes") as cb:
             majority = train_majority(read_split(ctx.prepared, self.splits[0]), read_label, classes, cb)
@@ -236,32 +239,9 @@ class SemsegTask(DenseTask):
                 read_label, majority, ctx.opts, cb)
         return None if metrics is None else SolverResult(metrics, panels, {})
 
-    def headline(self, metrics):
-        model, base = metrics["model"], metrics["majority_baseline"]
-        return {"miou": model["miou"], "pixel_acc": model["pixel_accuracy"], "base_miou": base["miou"],
-                "base_pixel_acc": base["pixel_accuracy"],
-                "tok_miou": metrics["tokenizer_upper_bound"]["miou"]}
-
-    def report(self, m):
-        return (f"mIoU {m['model']['miou']:.4f} "
-                f"(per-pixel majority baseline {m['majority_baseline']['miou']:.4f}; "
-                f"tokenizer bound {m['tokenizer_upper_bound']['miou']:.4f}), pixel accuracy "
-                f"{m['model']['pixel_accuracy']:.3f} "
-                f"(baseline {m['majority_baseline']['pixel_accuracy']:.3f})")
-
-    def summary_rows(self, run, m):
-        return [(run, f"semseg {label}", fmt(m["model"][key]), fmt(m["majority_baseline"][key]), "",
-                 f"{m['model'][key] - m['majority_baseline'][key]:+.4f}",
-                 fmt(m["tokenizer_upper_bound"][key]))
-                for key, label in (("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy"))]
-
-    def inspect_panel(self, sample, model, manifest):
-        crop, n = manifest["views"]["crop_size"], len(manifest["classes"])
-        x = sample["views"][0]["x"]  # view 0: flip 0, x 0 by construction (views.dense_views)
-        decoded = labels_from_logits(model.decode(torch.from_numpy(sample["tokens"][:1].astype(np.int64))))[0]
-        gt = sample["label"][:, x : x + crop]
-        tiles = [sample["rgb"][:, x : x + crop], colorize_labels(gt, n), colorize_labels(decoded.numpy(), n)]
-        return panel(tiles, ["image", "GT classes", "decoded tokens (view 0)"])
+    def inspect_tiles(self, gt, decoded, manifest):
+        n = len(manifest["classes"])
+        return [colorize_labels(gt, n), colorize_labels(labels_from_logits(decoded)[0].numpy(), n)], ["GT classes"]
 
 
 class LabelCrops(torch.utils.data.Dataset):
