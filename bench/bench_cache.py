@@ -50,7 +50,7 @@ from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.tasks.base import read_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache, encode_inputs
-from pipeline.token_cache.read import token_pipeline
+from pipeline.token_cache.read import Sampling, token_pipeline
 from stages.cli import app
 
 TASKS = ("depth", "insseg")  # the tasks with an on-the-fly path below (`ON_THE_FLY`)
@@ -126,8 +126,8 @@ def _solver_inputs(task: str, cache: Path, cfg, batch_size: int, workers: int):
     wires them."""
     m = json.loads((cache / "manifest.json").read_text())
     recipe = get_task(task).training(m, cfg)
-    pipe = token_pipeline(cache, get_task(task).splits[0], batch_size, seed=0, shuffle=100,
-                          decode=recipe.examples(0), num_workers=workers, world_size=1, collate=recipe.collate)
+    pipe = token_pipeline(cache, get_task(task).splits[0], Sampling(batch_size, shuffle=100, num_workers=workers,
+                                                                  world_size=1), recipe.examples(0), recipe.collate)
     return DataLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
 

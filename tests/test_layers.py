@@ -6,6 +6,7 @@ Layers, bottom to top; a module may import its own layer and the ones below. Imp
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,40 @@ def test_every_module_is_in_a_layer():
     assert len(MODULES) > 50
     for module in MODULES:
         layer_of(module)  # raises for a module no layer names
+
+
+MAX_PARAMETERS = 8
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
+    a = node.args
+    return [p for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+            if p is not None and p.arg not in ("self", "cls")]
+
+
+def long_signatures(path: Path) -> list[str]:
+    """Functions of `path` with more than MAX_PARAMETERS parameters, except `ait` command callbacks,
+    whose parameters are their command-line options (typer reads them from the signature)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        functions = ast.FunctionDef | ast.AsyncFunctionDef
+        if isinstance(node, functions) and len(_parameters(node)) > MAX_PARAMETERS:
+            options = any("typer." in ast.unparse(p.annotation) for p in _parameters(node) if p.annotation)
+            if not options:
+                out.append(f"{node.name} ({len(_parameters(node))})")
+    return out
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_function_takes_more_than_eight_parameters(module):
+    path = ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    long = long_signatures(path)
+    assert not long, f"{module}: {long} take more than {MAX_PARAMETERS}: group them into their records"
+
+
+def test_the_signature_check_counts_parameters(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f(a, b, c, d, e, f, g, h, i):\n    pass\n\n\n"
+                 "def g(self, a, b, c, d, e, f, g, h):\n    pass\n")
+    assert long_signatures(f) == ["f (9)"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.core.vocab import Vocab
-from pipeline.models.sampling import choose, decoding_plan, restrict_logits
+from pipeline.models.sampling import Nucleus, choose, decoding_plan, restrict_logits
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.solver_layers import sine_positions_2d
 from pipeline.tasks.registry import TASK_SLOTS
@@ -101,7 +101,7 @@ def test_seeded_nucleus_sampling_is_reproducible_and_legal():
     model = _solver()
     memory = _memory(model)
     runs = [
-        model.generate(memory, 1, 14, INSSEG, VOCAB, top_p=0.9, generator=torch.Generator().manual_seed(s))[0]
+        model.generate(memory, 1, 14, INSSEG, VOCAB, draw=Nucleus(0.9, torch.Generator().manual_seed(s)))[0]
         for s in (7, 7, 8)
     ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

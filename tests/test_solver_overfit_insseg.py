@@ -128,8 +128,7 @@ def test_instances_are_memorised(four_images):
         seq = insseg_task.build_sequences(targets, vocab, cfg.num_query, generator, duplicates, zero,
                                           mask_weight=cfg.mask_weight)
         logits = model(images, insseg_task.TASK_ID, seq.tokens_in)
-        loss, _ = insseg_task.insseg_loss(logits, seq, vocab=vocab, tokenizer=tokenizer, gt_crops=gt_crops,
-                                          aux_weight=cfg.aux_weight, mask_weight=cfg.mask_weight, tau=cfg.tau)
+        loss, _ = insseg_task.insseg_loss(logits, seq, vocab=vocab, tokenizer=tokenizer, gt_crops=gt_crops, cfg=cfg)
         opt.zero_grad()
         loss.backward()
         opt.step()

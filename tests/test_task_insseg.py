@@ -14,6 +14,7 @@ from pipeline.models.sampling import decoding_plan
 from pipeline.models.solver import Solver, SolverConfig
 from pipeline.models.vqvae import VQVAE, VQVAEConfig
 from pipeline.tasks.insseg import sequence as ins
+from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
 from pipeline.tasks.insseg.losses import dice_loss
 from pipeline.tasks.insseg.noise import noise_objects, truncated_normal
 from pipeline.tasks.insseg.paste import paste_masks
@@ -24,6 +25,14 @@ M = 16  # 4 x 4 mask grid of the tiny tokenizer below
 T = 21
 NORM = 64.0  # coordinate normalisation = padded input side
 HW = (48, 64)
+
+
+def _task(num_query: int) -> InssegTaskConfig:
+    return InssegTaskConfig(num_query=num_query, image_size=int(NORM))
+
+
+def _decoding(soft: bool) -> InssegInferConfig:
+    return InssegInferConfig(soft_decode=soft)
 
 
 def _tokenizer(seed: int = 0) -> VQVAE:
@@ -317,7 +326,7 @@ def test_decode_objects_hand_built():
     class_logits[0, VOCAB.noise_token] = 1.0
     class_logits[2, VOCAB.class_offset + 4] = 100.0  # overwhelming: score -> 1
     class_logits[2, VOCAB.class_offset + 1] = 200.0  # not the chosen class; the score is P(chosen)
-    out = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [HW], NORM, soft_decode=False)[0]
+    out = ins.decode_objects(tokens, logits, VOCAB, tokenizer, _task(Q), [HW], _decoding(False))[0]
     expected = torch.tensor([[6.4, 9.6, 32.0, 38.4], [16.0, 3.2, 16.0, 19.2], [0.0, 0.0, 48.0, 44.8]])
     torch.testing.assert_close(out["boxes_xyxy"], expected)
     assert out["labels"].tolist() == [2, 0, 4]  # one detection per query (PAPER_NOTES §5.2)
@@ -329,9 +338,9 @@ def test_decode_objects_hand_built():
     assert torch.equal(out["masks"][[0, 2]], paste_masks(maps, out["boxes_xyxy"][[0, 2]], HW))
     # soft decode of very peaked logits at the same codes gives the same masks
     logits.view(1, Q, T, -1)[0, :, 5:].scatter_(-1, objs[0, :, 5:, None], 1e4)
-    soft = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [HW], NORM, soft_decode=True)[0]
+    soft = ins.decode_objects(tokens, logits, VOCAB, tokenizer, _task(Q), [HW], _decoding(True))[0]
     assert torch.equal(soft["masks"], out["masks"])
-    half = ins.decode_objects(tokens, logits, VOCAB, tokenizer, Q, [(24, 32)], NORM, scale_factors=[2.0])[0]
+    half = ins.decode_objects(tokens, logits, VOCAB, tokenizer, _task(Q), [(24, 32)], scale_factors=[2.0])[0]
     torch.testing.assert_close(half["boxes_xyxy"], out["boxes_xyxy"] / 2)
     assert half["masks"].shape == (3, 24, 32)
 

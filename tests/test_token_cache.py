@@ -28,7 +28,7 @@ from pipeline.tasks.insseg.tokenizer import instance_index
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CACHE_THREADS
 from pipeline.token_cache.manifest import SCHEMA_VERSION, CacheError
-from pipeline.token_cache.read import ZarrTokens, decode_sample, open_cache, token_pipeline
+from pipeline.token_cache.read import Sampling, ZarrTokens, decode_sample, open_cache, token_pipeline
 from stages.cli import app
 from tests.tiny import tiny_params, write_params
 
@@ -79,7 +79,7 @@ def caches(project) -> Path:
 def _read_all(path: Path, split: str) -> list[dict]:
     """Every sample of `split` through the training pipeline, in shard order (no shuffle)."""
     decode = functools.partial(decode_sample, fields=get_task(open_cache(path).task).cache_fields)
-    return [s for batch in token_pipeline(path, split, 1, 0, shuffle=0, world_size=1, decode=decode)
+    return [s for batch in token_pipeline(path, split, Sampling(1, shuffle=0, world_size=1), decode)
             for s in batch]
 
 

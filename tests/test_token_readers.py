@@ -23,6 +23,7 @@ from pipeline.tasks.registry import get_task
 from pipeline.token_cache import write
 from pipeline.token_cache.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
 from pipeline.token_cache.read import (
+    Sampling,
     ZarrTokens,
     consumer_batches,
     decode_sample,
@@ -79,7 +80,7 @@ def _epochs(path: Path, rank: int, world: int, workers: int, batch: int, epochs:
     """Keys seen by `rank` in each epoch through a WebLoader with `workers` processes."""
     mp.setenv("RANK", str(rank))  # what webdataset's split_by_node reads (utils.pytorch_worker_info)
     mp.setenv("WORLD_SIZE", str(world))
-    pipeline = token_pipeline(path, "train", batch_size=batch, seed=3, shuffle=10, num_workers=workers)
+    pipeline = token_pipeline(path, "train", Sampling(batch, seed=3, shuffle=10, num_workers=workers))
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
     out = []
     for _ in range(epochs):
@@ -113,21 +114,21 @@ def test_too_few_shards_for_ranks_times_workers_is_refused(tmp_path):
     path = tmp_path / "small"
     _write_cache(path, n=4, shard_max=2)
     with pytest.raises(CacheError, match="2 shards cannot feed 2 ranks x 2 workers"):
-        token_pipeline(path, "train", batch_size=1, seed=0, num_workers=2, world_size=2)
+        token_pipeline(path, "train", Sampling(1, num_workers=2, world_size=2))
 
 
 def test_single_process_pipeline_decodes_and_shuffles_with_seed(even_cache):
     path, keys = even_cache
 
     def order(seed: int) -> list[str]:
-        return [s["key"] for b in token_pipeline(path, "train", 2, seed, shuffle=8, world_size=1) for s in b]
+        return [s["key"] for b in token_pipeline(path, "train", Sampling(2, seed, shuffle=8, world_size=1)) for s in b]
 
     orders = [order(seed) for seed in (0, 0, 1, 2)]
     assert sorted(orders[0]) == keys and orders[1] == orders[0]  # every sample once, the same each time
     # each seed gives its own order, and none is the written one
     assert len({tuple(o) for o in orders[1:]}) == 3 and keys not in orders
     decode = functools.partial(decode_sample, fields=get_task("depth").cache_fields)  # depth PNG -> metres
-    sample = next(iter(token_pipeline(path, "train", 1, 0, shuffle=0, world_size=1, decode=decode)))[0]
+    sample = next(iter(token_pipeline(path, "train", Sampling(1, shuffle=0, world_size=1), decode)))[0]
     i = keys.index(sample["key"])
     np.testing.assert_array_equal(sample["tokens"], _tokens(i))
     assert sample["tokens"].dtype == np.uint8 and sample["views"] == VIEWS
@@ -137,7 +138,7 @@ def test_single_process_pipeline_decodes_and_shuffles_with_seed(even_cache):
 
 def test_pipeline_and_zarr_dataset_pickle_into_workers(even_cache):
     path, keys = even_cache
-    pipeline = token_pipeline(path, "train", 2, 0, world_size=1)
+    pipeline = token_pipeline(path, "train", Sampling(2, world_size=1))
     clone = pickle.loads(pickle.dumps(pipeline))
     assert sorted(s["key"] for b in clone for s in b) == keys
     tokens = ZarrTokens(path, "train")
@@ -172,7 +173,7 @@ def test_tokenizer_hash_mismatch_is_refused_by_every_reader(even_cache):
     path, _ = even_cache
     for read in (lambda: open_cache(path, expected_hash="0" * 16),
                  lambda: ZarrTokens(path, "train", expected_hash="0" * 16),
-                 lambda: token_pipeline(path, "train", 1, 0, expected_hash="0" * 16, world_size=1)):
+                 lambda: token_pipeline(path, "train", Sampling(1, world_size=1), expected_hash="0" * 16)):
         with pytest.raises(CacheError) as err:
             read()
         assert f"made by tokenizer {HASH}" in _one_line(err) and "0" * 16 in str(err.value)

@@ -133,6 +133,6 @@ def _write(run: str, results: dict[str, SolverResult], paths: EvalPaths) -> dict
                 save_png(image, tmp / "panels" / f"{name}_{key}.png")
                 live.log_image(f"{name}_{key}.png", image)
         live.end()
-    headline = {run: {k: v for name in metrics for k, v in scores.headline(get_task(name), metrics[name]).items()}}
+    headline = {run: {k: v for name, m in metrics.items() for k, v in scores.headline(get_task(name), m).items()}}
     write_json_atomic(headline_path(paths.headline, "evaluate", run), headline)
     return metrics

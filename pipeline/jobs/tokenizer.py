@@ -61,7 +61,8 @@ def _train(ts: TokenizerSpec, prepared: Path, out: Path, live_dir: Path, device:
     seed_everything(ts.seed)
     task, t = get_task(ts.spec.task), ts.cfg.train
     folder = prepared / task.name
-    recipe = task.tokenizer(TokenizerJob(read_split(folder, task.splits[0]), ts.spec, ts.cfg, ts.seed, folder))
+    records = read_split(folder, task.splits[0])
+    recipe = task.tokenizer(TokenizerJob(records, ts.spec, ts.cfg, ts.seed, folder))
     data = recipe.crops
     if len(data) == 0:  # prepare refuses such a split; a hand-edited or foreign manifest may still have one
         raise DataError(f"{folder / task.splits[0]}.jsonl: no training sample for the {task.name} tokenizer; "

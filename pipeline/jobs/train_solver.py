@@ -48,7 +48,7 @@ from pipeline.solver_training.train import (
 )
 from pipeline.tasks.base import TrainingRecipe
 from pipeline.tasks.registry import TASK_SLOTS, get_task, vocab_for
-from pipeline.token_cache.read import CacheInfo, open_cache, token_pipeline
+from pipeline.token_cache.read import CacheInfo, Sampling, open_cache, token_pipeline
 
 TRAIN_SPLIT = "train"
 EPOCH_SEED_STRIDE = 7919  # a resumed run draws its data order from seed + stride · (start step + 1)
@@ -125,8 +125,8 @@ def batches(recipe: TrainingRecipe, cache: CacheInfo, batch: int, workers: int, 
     decode = recipe.examples(seed)
 
     def make(epoch: int):
-        pipe = token_pipeline(cache.root, TRAIN_SPLIT, batch, seed + epoch, decode=decode,
-                              expected_hash=cache.tokenizer_hash, num_workers=workers, collate=recipe.collate)
+        sampling = Sampling(batch, seed + epoch, num_workers=workers)
+        pipe = token_pipeline(cache.root, TRAIN_SPLIT, sampling, decode, recipe.collate, cache.tokenizer_hash)
         return wds.WebLoader(pipe, batch_size=None, num_workers=workers) if workers else pipe
 
     return Batches(make)

@@ -12,6 +12,7 @@ Shapes: B batch, L sequence length, V vocabulary size.
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -22,6 +23,17 @@ from pipeline.core.vocab import Vocab
 def restrict_logits(logits: Tensor, legal_mask: Tensor) -> Tensor:
     """(..., V) logits, broadcastable (..., V) bool mask -> logits with -inf outside the legal tokens."""
     return logits.masked_fill(~legal_mask, float("-inf"))
+
+
+@dataclass(frozen=True)
+class Nucleus:
+    """How a decoder chooses each token: greedily (`top_p` 0) or by nucleus sampling from `generator`."""
+
+    top_p: float = 0.0
+    generator: torch.Generator | None = None
+
+
+GREEDY = Nucleus()
 
 
 def choose(logits: Tensor, top_p: float = 0.0, generator: torch.Generator | None = None) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from pipeline.core.config import SolverModelConfig
 from pipeline.core.vocab import Vocab
-from pipeline.models.sampling import choose, decoding_plan, restrict_logits
+from pipeline.models.sampling import GREEDY, Nucleus, choose, decoding_plan, restrict_logits
 from pipeline.models.solver_layers import (
     DecoderBlock,
     DropPath,
@@ -154,8 +154,7 @@ class Solver(nn.Module):
         kinds: Sequence[tuple[str, ...] | str] | Tensor,
         vocab: Vocab | None = None,
         soft_kinds: Set[str] = frozenset(),
-        top_p: float = 0.0,
-        generator: torch.Generator | None = None,
+        draw: Nucleus = GREEDY,
         soft_positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Auto-regressive decoding with a KV cache -> tokens (B, length) int64, raw logits (B, length, V).
@@ -163,7 +162,7 @@ class Solver(nn.Module):
         `kinds` is a per-position pattern of token kinds (tiled to `length`, needs `vocab`; positions whose
         kinds are all in `soft_kinds` feed the soft token, PAPER_NOTES §3.1) or a (P, V) bool legal mask tiled to
         `length` with optional (P,) bool `soft_positions`. Each step restricts the logits to the legal
-        tokens, then chooses greedily (top_p=0) or by nucleus sampling with `generator`.
+        tokens, then chooses as `draw` says: greedily (the default) or by nucleus sampling.
         """
         legal, soft = self._plan(kinds, vocab, soft_kinds, soft_positions, length, memory.device)
         batch, device = memory.shape[0], memory.device
@@ -180,7 +179,7 @@ class Solver(nn.Module):
                 h = block(h, kv, cache)
             logits[:, i] = self._logits(h[:, 0])
             restricted = restrict_logits(logits[:, i], legal[i])
-            tokens[:, i] = choose(restricted, top_p, generator)
+            tokens[:, i] = choose(restricted, draw.top_p, draw.generator)
             if i + 1 < length:
                 x = self._next_input(tokens[:, i], restricted, soft[i]) + self.pos_embed[task_ids, i + 1]
         return tokens, logits

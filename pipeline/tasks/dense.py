@@ -67,8 +67,8 @@ class DenseTask(Task):
 
     def training(self, manifest: dict, cfg: Any) -> TrainingRecipe:
         h, w = manifest["tokenizer"]["grid"]
-        return TrainingRecipe(h * w, manifest["views"]["crop_size"], self.examples(manifest, cfg), self.collate,
-                              self.loss_adapter(cfg))
+        return TrainingRecipe(h * w, manifest["views"]["crop_size"], self.examples(manifest, cfg),
+                              self.collate, self.loss_adapter(cfg))
 
     def examples(self, manifest: dict, cfg: Any):
         """seed -> the picklable `DenseExamples` of this task."""

@@ -91,9 +91,22 @@ def _encoded_samples(layout: Layout, items: Iterator[Item], n: int, model: VQVAE
         buffer = []
 
 
-def _build_rank_shards(layout: Layout, split: str, records: list[dict], mine: list[int], scratch: Path,
-                       model: VQVAE, cfg: Any, device: torch.device, tick: Callable[[int], None]) -> None:
+@dataclass(frozen=True)
+class CacheJob:
+    """One cache build: the task and its layout, the sorted records per split, the tokenizer,
+    `cache.<task>`."""
+
+    task: str
+    layout: Layout
+    splits: dict[str, list[dict]]
+    tok: Tokenizer
+    cfg: Any
+
+
+def _build_rank_shards(job: CacheJob, split: str, mine: list[int], scratch: Path, device: torch.device,
+                       tick: Callable[[int], None]) -> None:
     """Write this rank's shards `mine` of `split` (whole shards; DataLoader workers decode in order)."""
+    layout, records, cfg = job.layout, job.splits[split], job.cfg
     (scratch / split).mkdir(parents=True, exist_ok=True)
     bounds = write.shard_bounds(len(records), cfg.shard_max_samples)
     own = [r for i in mine for r in records[bounds[i][0] : bounds[i][1]]]
@@ -104,7 +117,7 @@ def _build_rank_shards(layout: Layout, split: str, records: list[dict], mine: li
     for i in mine:
         n = bounds[i][1] - bounds[i][0]
         write.write_shard(scratch / write.shard_rel(split, i),
-                          _encoded_samples(layout, items, n, model, cfg.batch_size, device))
+                          _encoded_samples(layout, items, n, job.tok.model, cfg.batch_size, device))
         tick(n)
 
 
@@ -120,18 +133,6 @@ def _share_path(path: Path | None, device: torch.device) -> Path:
         buf[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     buf = broadcast_from_rank0(buf.to(device)).cpu()
     return Path(bytes(buf.tolist()).rstrip(b"\0").decode())
-
-
-@dataclass(frozen=True)
-class CacheJob:
-    """One cache build: the task and its layout, the sorted records per split, the tokenizer,
-    `cache.<task>`."""
-
-    task: str
-    layout: Layout
-    splits: dict[str, list[dict]]
-    tok: Tokenizer
-    cfg: Any
 
 
 def build_cache(out: Path, job: CacheJob, device: torch.device, *, rank: int = 0, world_size: int = 1,
@@ -154,9 +155,8 @@ def build_cache(out: Path, job: CacheJob, device: torch.device, *, rank: int = 0
         error: Exception | None = None
         try:
             with intra_op_threads(CACHE_THREADS):  # cache bytes independent of the machine's core count
-                for name, rows in splits.items():
-                    _build_rank_shards(job.layout, name, rows, mine[name], scratch, tok.model, cfg,
-                                       device, tick)
+                for name in splits:
+                    _build_rank_shards(job, name, mine[name], scratch, device, tick)
         except Exception as e:  # reported to every rank below, then re-raised
             error = e
         failed = all_reduce_sum(torch.tensor([float(error is not None)], device=device))  # the barrier

@@ -175,26 +175,34 @@ def consumer_batches(shard_sizes: list[int], batch_size: int, world_size: int, n
     return out
 
 
-def token_pipeline(
-    path: str | Path,
-    split: str,
-    batch_size: int,
-    seed: int,
-    epoch_batches: int | None = None,
-    shuffle: int = 1000,
-    decode: Callable[[dict[str, Any]], Any] = decode_sample,
-    expected_hash: str | None = None,
-    num_workers: int = 0,
-    world_size: int | None = None,
-    collate: Callable[[list[Any]], Any] = collate_list,
-) -> wds.DataPipeline:
-    """Batches of `decode`d samples from the shards of `split`; `epoch_batches` per worker per epoch.
+@dataclass(frozen=True)
+class Sampling:
+    """How a token pipeline draws its batches: the batch size, the shuffle seed and buffer (<= 1: file
+    order), the batches per worker per epoch (None: as many as every rank and worker can fill), and the
+    DataLoader workers and ranks it feeds (`world_size` None: what webdataset's `split_by_node` sees,
+    RANK/WORLD_SIZE or an initialised process group)."""
 
-    `num_workers` must be the DataLoader's worker count (0 = in-process). `world_size` defaults to what
-    webdataset's `split_by_node` itself sees (RANK/WORLD_SIZE or an initialised process group). Use
+    batch_size: int
+    seed: int = 0
+    shuffle: int = 1000
+    epoch_batches: int | None = None
+    num_workers: int = 0
+    world_size: int | None = None
+
+
+def token_pipeline(path: str | Path, split: str, sampling: Sampling,
+                   decode: Callable[[dict[str, Any]], Any] = decode_sample,
+                   collate: Callable[[list[Any]], Any] = collate_list,
+                   expected_hash: str | None = None) -> wds.DataPipeline:
+    """Batches of `decode`d samples from the shards of `split`, drawn as `sampling` says.
+
+    `sampling.num_workers` must be the DataLoader's worker count (0 = in-process). Use
     `wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers)`; each rank then gets
     `epoch_batches * max(num_workers, 1)` batches per epoch.
     """
+    batch_size, seed, shuffle, epoch_batches = (sampling.batch_size, sampling.seed, sampling.shuffle,
+                                                sampling.epoch_batches)
+    num_workers, world_size = sampling.num_workers, sampling.world_size
     info = open_cache(path, expected_hash)
     shards, sizes = info.shards(split), info.shard_sizes(split)
     world = world_size if world_size is not None else wds.utils.pytorch_worker_info()[1]

@@ -1,6 +1,7 @@
 """The tokenizer training loop: one code path for CPU, CUDA and torchrun DDP (PAPER_NOTES §1.4, §1.5).
 
-Losses are the task's (`Task.tokenizer` -> `TokenizerRecipe.loss`; PAPER_NOTES §1.3: depth = MSE against the clean GT on valid
+Losses are the task's (`Task.tokenizer` -> `TokenizerRecipe.loss`; PAPER_NOTES §1.3: depth = MSE against
+the clean GT on valid
 (> 0) pixels of the reconstruction of the *mask-augmented* input (§2); masks = plain MSE in the network's
 [-1, 1] space; class maps = CE on labelled pixels). All add the quantizer's 0.25-weighted commitment term.
 The quantizer all-reduces its EMA statistics itself, so DDP only has to average the gradients of the conv
@@ -20,7 +21,8 @@ from pipeline.core.runtime import DistInfo, autocast_ctx, wrap_ddp
 from pipeline.models.vqvae import VQVAE
 
 LogFn = Callable[[int, dict[str, float]], None]
-TokenizerLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+TokenizerLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Generator],
+                         tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class Placement:
     seed: int
 
 
-def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], loss_fn: TokenizerLoss, cfg: TokenizerTaskConfig,
-                  where: Placement, log: LogFn) -> dict[str, float]:
+def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], loss_fn: TokenizerLoss,
+                  cfg: TokenizerTaskConfig, where: Placement, log: LogFn) -> dict[str, float]:
     """Train `model` in place for `cfg.train.steps` batches with the task's loss (`TokenizerRecipe.loss`);
     returns the last logged values."""
     steps, optim, device = cfg.train.steps, cfg.optim, where.device
@@ -53,8 +55,8 @@ def fit_tokenizer(model: VQVAE, batches: Iterable[torch.Tensor], loss_fn: Tokeni
         grad_norm = clip_gradients(model.parameters(), optim.grad_clip)
         optimizer.step()
         if step % cfg.train.log_every == 0 or step == steps - 1:
-            last = {"loss": float(loss.detach()), "recon": float(parts["recon"]), "commit": float(parts["commit"]),
-                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+            last = {"loss": float(loss.detach()), "recon": float(parts["recon"]),
+                    "commit": float(parts["commit"]), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
                     **model.quantizer.usage()}
             log(step, last)
         scheduler.step()

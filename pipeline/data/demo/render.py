@@ -24,7 +24,7 @@ from pipeline.data.demo.camera import Intrinsics, Pose, sample_poses
 from pipeline.data.demo.masks import mask_area_bbox, mask_polygons, mask_rle
 from pipeline.data.demo.raycast import Geometry, cast, occluded, surface_frame
 from pipeline.data.demo.scene import CATEGORIES, Scene, make_scene, pack
-from pipeline.data.demo.shading import albedo, decal_index, finish, shade, surface_uv
+from pipeline.data.demo.shading import Hits, albedo, decal_index, finish, shade, surface_uv
 from pipeline.data.demo.tint import tint_scene
 from pipeline.data.demo.write import (
     reset_dir,
@@ -95,7 +95,7 @@ def render_frame(ps: PackedScene, pose: Pose, intr: Intrinsics, cfg: DemoConfig,
     lit = facing.copy()
     lit[facing] = ~occluded(ps.geom, light, points[facing])
     base = albedo(ps.scene.materials, ps.surf_material[surf], u, v, ps.scene.decals, decal)
-    rgb = shade(base, points, normals, view, light, lit, glossy, glass, pose.position, cfg.flash)
+    rgb = shade(base, Hits(points, normals, view, lit, glossy, glass), light, pose.position, cfg.flash)
     return Frame(finish(rgb.reshape(h, w, 3), rng), complete_mm.reshape(h, w),
                  sensor.sensor_depth(complete_mm, invalid).reshape(h, w), obj.reshape(h, w),
                  semseg.pixel_classes(ps.surf_class, surf).reshape(h, w),

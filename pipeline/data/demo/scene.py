@@ -196,9 +196,10 @@ class _Layout:
         dark = r < self.dark_fraction
         return bool(dark), bool(not dark and r < self.dark_fraction + self.specular_fraction)
 
-    def add(self, category: str, built: fur.Built, x, y, z0, yaw, dark=False, specular=False, iscrowd=False,
-            claim_floor=True):
-        """Place `built` with its local origin at (x, y, z0) turned by `yaw`, optionally claiming floor."""
+    def add(self, category: str, built: fur.Built, at: tuple[float, float, float, float], dark=False,
+            specular=False, iscrowd=False, claim_floor=True):
+        """Place `built` with its local origin at `at` = (x, y, z0) turned by yaw, optionally claiming floor."""
+        x, y, z0, yaw = at
         c, s = np.cos(yaw), np.sin(yaw)
         parts = tuple((kind, (float(x + c * px - s * py), float(y + s * px + c * py), float(z0 + pz)), half,
                        float(yaw + pyaw), m) for kind, (px, py, pz), half, pyaw, m in built.parts)
@@ -267,9 +268,9 @@ def _furnish_walls(lay: _Layout) -> None:
         pose = lay.place_wall(built)
         if pose is None:
             continue
-        lay.add(name, built, *pose[:2], 0.0, pose[2], dark, spec)
+        lay.add(name, built, (*pose[:2], 0.0, pose[2]), dark, spec)
         if books is not None and books.parts:  # books: one crowd annotation, as COCO does for groups
-            lay.add("book", books, *pose[:2], 0.0, pose[2], iscrowd=True, claim_floor=False)
+            lay.add("book", books, (*pose[:2], 0.0, pose[2]), iscrowd=True, claim_floor=False)
 
 
 def _furnish_table(lay: _Layout) -> None:
@@ -281,7 +282,7 @@ def _furnish_table(lay: _Layout) -> None:
     if pose is None:
         return
     x, y, yaw = pose
-    lay.add("dining table", built, x, y, 0.0, yaw, dark, spec)
+    lay.add("dining table", built, (x, y, 0.0, yaw), dark, spec)
     hx, hy = built.half_xy
     c, s = np.cos(yaw), np.sin(yaw)
     for side in lay.rng.permutation(4)[: int(lay.rng.integers(0, 5))]:
@@ -293,7 +294,7 @@ def _furnish_table(lay: _Layout) -> None:
         cx, cy = x + c * lx - s * ly, y + s * lx + c * ly
         cyaw = float(np.arctan2(x - cx, -(y - cy)) + lay.rng.normal(0, 0.15))  # front (-y) faces the table
         if lay.floor.fits_rect(cx, cy, cyaw, *ch.half_xy, 0.02):
-            lay.add("chair", ch, cx, cy, 0.0, cyaw, dark, spec)
+            lay.add("chair", ch, (cx, cy, 0.0, cyaw), dark, spec)
 
 
 def _furnish_clutter(lay: _Layout) -> None:
@@ -308,7 +309,7 @@ def _furnish_clutter(lay: _Layout) -> None:
                  "chair": lambda: fur.chair(lay.rng, mat)}[name]()
         pose = lay.place_free(built, margin=0.1)
         if pose is not None:
-            lay.add(name, built, *pose[:2], 0.0, pose[2], dark, spec)
+            lay.add(name, built, (*pose[:2], 0.0, pose[2]), dark, spec)
 
 
 def _furnish_tops(lay: _Layout) -> None:
@@ -337,7 +338,7 @@ def _furnish_tops(lay: _Layout) -> None:
             taken.append((lx, ly, r))
             c, s = np.cos(yaw), np.sin(yaw)
             iyaw = yaw if name == "tv" else float(lay.rng.uniform(-np.pi, np.pi))
-            lay.add(name, built, x + c * lx - s * ly, y + s * lx + c * ly, height, iyaw, dark, spec,
+            lay.add(name, built, (x + c * lx - s * ly, y + s * lx + c * ly, height, iyaw), dark, spec,
                     claim_floor=False)
 
 

@@ -19,6 +19,8 @@ simulation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pipeline.data.demo.scene import Decal, Material
@@ -125,13 +127,24 @@ def albedo(
     return out
 
 
-def shade(
-    albedo_rgb: np.ndarray, points: np.ndarray, normals: np.ndarray, view: np.ndarray, light: np.ndarray,
-    lit: np.ndarray, glossy: np.ndarray, emissive: np.ndarray, eye: np.ndarray, flash: float,
-) -> np.ndarray:
-    """`(N, 3)` colour in [0, 1] from albedo, hit points, unit normals, unit view rays (camera -> point),
-    the light position `(3,)`, `(N,)` bool flags (light visible, glossy, emissive: shown as albedo), the
-    camera position `eye` `(3,)` and the share `flash` of the light that comes from the camera."""
+@dataclass(frozen=True)
+class Hits:
+    """What the camera rays hit: `(N, 3)` points, unit normals and unit view rays (camera -> point), and
+    `(N,)` bool flags: the light is visible, glossy, emissive (shown as albedo)."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    view: np.ndarray
+    lit: np.ndarray
+    glossy: np.ndarray
+    emissive: np.ndarray
+
+
+def shade(albedo_rgb: np.ndarray, hits: Hits, light: np.ndarray, eye: np.ndarray, flash: float) -> np.ndarray:
+    """`(N, 3)` colour in [0, 1] from albedo and the hits, the light position `(3,)`, the camera position
+    `eye` `(3,)` and the share `flash` of the light that comes from the camera."""
+    points, normals, view = hits.points, hits.normals, hits.view
+    lit, glossy, emissive = hits.lit, hits.glossy, hits.emissive
     to_light = light[None, :] - points
     dist = np.linalg.norm(to_light, axis=-1)
     l_dir = to_light / dist[:, None]

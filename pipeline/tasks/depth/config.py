@@ -50,4 +50,5 @@ class DepthInferConfig(WindowInferConfig):
     tau: PositiveFloat = 0.8  # decode_soft temperature (multiplies the logits)
 
 
-CONFIGS = TaskConfigs(source=ListSourceConfig, cache=ViewCacheConfig, solver=DepthTaskConfig, infer=DepthInferConfig)
+CONFIGS = TaskConfigs(source=ListSourceConfig, cache=ViewCacheConfig, solver=DepthTaskConfig,
+                      infer=DepthInferConfig)

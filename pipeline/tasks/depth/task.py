@@ -281,8 +281,8 @@ class DepthTask(DenseTask):
         _mean_map("rmse", "RMSE (m)", lower_is_better=True),
         _mean_map("d1", "δ1", headline=("value", "baseline")),
         _mean_map("abs_rel", "AbsRel", lower_is_better=True, headline=()),
-        Score("rmse_median", "RMSE vs the median map (m)", ("model", "rmse"), ("median_depth_baseline", "rmse"),
-              lower_is_better=True, headline=()),
+        Score("rmse_median", "RMSE vs the median map (m)", ("model", "rmse"),
+              ("median_depth_baseline", "rmse"), lower_is_better=True, headline=()),
         Score("spread", "spread vs mean map", ("spread_vs_mean_map",), headline=(), text=spread_text),
     )
     tokenizer_score = Score("rmse", "RMSE (m)", ("rmse",), lower_is_better=True)
@@ -324,7 +324,8 @@ class DepthTask(DenseTask):
     def inspect_tiles(self, gt, decoded, manifest):
         decoded = decoded[0, 0].numpy()
         lo, hi = shared_range(gt, decoded)
-        return [colorize_depth(gt, lo, hi), colorize_depth(decoded, lo, hi)], [f"GT depth {lo:.2f}-{hi:.2f} m"]
+        tiles = [colorize_depth(gt, lo, hi), colorize_depth(decoded, lo, hi)]
+        return tiles, [f"GT depth {lo:.2f}-{hi:.2f} m"]
 
 
 TASK = DepthTask()

@@ -1,4 +1,5 @@
-"""The instance task's params sections: `data.tasks.insseg`, `cache.insseg`, `solver.insseg`, `evaluate.insseg`.
+"""The instance task's params sections: `data.tasks.insseg`, `cache.insseg`, `solver.insseg` and
+`evaluate.insseg`.
 
 `CONFIGS` is what the registry hands the params schema; a stage loads only its own task's classes."""
 

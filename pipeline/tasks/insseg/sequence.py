@@ -36,6 +36,7 @@ from torch import Tensor
 
 from pipeline.core.vocab import Vocab
 from pipeline.models.vqvae import VQVAE, grid_shape
+from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
 from pipeline.tasks.insseg.losses import dice_loss
 from pipeline.tasks.insseg.masks import MASK_CROP_SIZE
 from pipeline.tasks.insseg.noise import noise_objects
@@ -56,7 +57,7 @@ CLASS_SLOT = 4  # the class token follows the box (`mask_before_label=False`)
 MASK_START = 5  # the mask codes follow the class
 SOFT_KINDS = frozenset({"mask"})  # solver-side soft inputs only at the mask positions (PAPER_NOTES §3.1)
 MASK_WEIGHT = 0.2  # CE weight of mask-code targets and factor of the aux term (PAPER_NOTES §4.5, §3.3)
-AUX_WEIGHT = 5.0  # `decoder_loss_weight` of the insseg configs (PAPER_NOTES §3.3)
+DEFAULT_CFG, DEFAULT_DECODING = InssegTaskConfig(), InssegInferConfig()  # their defaults are the paper's
 RANDOM_CLASS_P = 0.5  # `rand_n_fake_cls`: an input class slot is a random class w.p. 0.5, else noise
 
 NoiseMaskFn = Callable[[int, Tensor, Tensor], Tensor]
@@ -220,14 +221,13 @@ def insseg_loss(
     vocab: Vocab,
     tokenizer: VQVAE | None = None,
     gt_crops: Sequence[Tensor] | Tensor | None = None,
-    aux_weight: float = AUX_WEIGHT,
-    mask_weight: float = MASK_WEIGHT,
-    tau: float = 1.0,
+    cfg: InssegTaskConfig = DEFAULT_CFG,
     num_targets: Tensor | float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """(B, L, V) logits + SeqBatch [+ frozen mask tokenizer, GT crops] -> (loss, detached parts).
 
-    loss = (Σ w·CE + aux_weight · mask_weight · n_mask · (Dice + MSE)) / N, as the official `loss2`:
+    loss = (Σ w·CE + aux_weight · mask_weight · n_mask · (Dice + MSE)) / N (the weights and the soft
+    decode's tau from `cfg`, `solver.insseg`), as the official `loss2`:
     n_mask the number of supervised mask-code targets, N = `num_targets` (default: local supervised
     count). `gt_crops`: per image (n_i, [1,] S, S) in ImageTargets order, or one tensor already in
     sequence order, (sum num_real, [1,] S, S).
@@ -239,12 +239,12 @@ def insseg_loss(
     loss = sequence_ce_sum(logits, seq.targets, seq.weights) / norm
     parts = {"ce": loss.detach(), "accuracy": token_accuracy(logits, seq.targets)}
     if tokenizer is not None:
-        dice, mse = mask_aux_losses(logits, seq, tokenizer, gt_crops, vocab, tau)
+        dice, mse = mask_aux_losses(logits, seq, tokenizer, gt_crops, vocab, cfg.tau)
         gh, gw = mask_grid(tokenizer)
         period = tokens_per_object(gh * gw)
         mask_targets = seq.targets.view(len(seq.targets), -1, period)[:, :, MASK_START:]
         num_mask = (mask_targets != IGNORE_INDEX).sum()
-        loss = loss + aux_weight * mask_weight * num_mask * (dice + mse) / norm
+        loss = loss + cfg.aux_weight * cfg.mask_weight * num_mask * (dice + mse) / norm
         parts |= {"dice": dice.detach(), "mse": mse.detach()}
     return loss, parts
 
@@ -326,14 +326,13 @@ def decode_objects(
     logits: Tensor,
     vocab: Vocab,
     tokenizer: VQVAE,
-    num_query: int,
+    task: InssegTaskConfig,
     image_hw: Sequence[tuple[int, int]],
-    norm: float,
-    soft_decode: bool = True,
-    tau: float = 1.0,
+    decoding: InssegInferConfig = DEFAULT_DECODING,
     scale_factors: Sequence[float] | None = None,
 ) -> list[dict[str, Tensor]]:
-    """Generated (B, L) tokens + raw (B, L, V) logits -> per image dict(boxes_xyxy, labels, scores, masks).
+    """Generated (B, L) tokens + raw (B, L, V) logits -> per image dict(boxes_xyxy, labels, scores, masks);
+    `task.num_query` objects per sequence, `task.image_size` the coordinate normalisation (norm).
 
     box = token·norm/num_bins, divided by the image's scale factor (input frame -> `image_hw` frame,
     default 1); score = softmax over [class logits, noise logit] at the chosen class; masks (n, H, W)
@@ -342,6 +341,7 @@ def decode_objects(
     degenerate box (x2 <= x1 or y2 <= y1) as it was generated with an empty mask: the official code keeps
     those slots too, and COCOeval counts them as false positives (dropping them would inflate AP).
     """
+    num_query, norm = task.num_query, float(task.image_size)
     grid = mask_grid(tokenizer)
     period = tokens_per_object(grid[0] * grid[1])
     B = tokens.shape[0]
@@ -355,7 +355,7 @@ def decode_objects(
         box = boxes[b] / (1.0 if scale_factors is None else float(scale_factors[b]))
         valid = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
         maps = _mask_maps(objects[b, valid], object_logits[b, valid], tokenizer, vocab, grid,
-                          soft_decode, tau)
+                          decoding.soft_decode, decoding.tau)
         masks = torch.zeros(num_query, *image_hw[b], dtype=torch.bool, device=box.device)
         masks[valid] = paste_masks(maps, box[valid], image_hw[b], PASTE_THRESHOLD)
         results.append(dict(boxes_xyxy=box, labels=labels[b], scores=scores[b], masks=masks))

@@ -24,7 +24,7 @@ from pipeline.core.vocab import Vocab
 from pipeline.data.coco import segmentation_to_mask
 from pipeline.geometry.windows import letterbox
 from pipeline.models.ait import AiT
-from pipeline.models.sampling import choose, decoding_plan, restrict_logits
+from pipeline.models.sampling import Nucleus, choose, decoding_plan, restrict_logits
 from pipeline.models.vqvae import VQVAE
 from pipeline.solver_training.augment import color_jitter, draw_color_jitter
 from pipeline.solver_training.samples import stack_images, worker_rng
@@ -193,8 +193,7 @@ class InssegLoss:
         aux = self.cfg.aux_weight > 0
         loss, parts = objseq.insseg_loss(
             logits, seq, vocab=vocab, tokenizer=self.tokenizer if aux else None,
-            gt_crops=[c.to(device) for c in crops] if aux else None, aux_weight=self.cfg.aux_weight,
-            mask_weight=self.cfg.mask_weight, tau=self.cfg.tau)
+            gt_crops=[c.to(device) for c in crops] if aux else None, cfg=self.cfg)
         parts |= objseq.slot_accuracy(logits, seq.targets, objseq.tokens_per_object(self.grid_tokens))
         parts["fallback_fraction"] = torch.tensor(fallback)
         return loss, parts
@@ -216,7 +215,7 @@ def _instance_tokens(model: AiT, memory: Tensor, vocab: Vocab, cfg: InssegInferC
         return choose(restricted, cfg.top_p, generator).view(logits.shape[:2]), logits
     soft = objseq.SOFT_KINDS if cfg.soft_input else frozenset()
     return model.solver.generate(memory, objseq.TASK_ID, length, kinds, vocab, soft_kinds=soft,
-                                 top_p=cfg.top_p, generator=generator)
+                                 draw=Nucleus(cfg.top_p, generator))
 
 
 @torch.no_grad()
@@ -234,10 +233,9 @@ def infer_instances(model: AiT, tokenizer: VQVAE, vocab: Vocab, task: InssegTask
     gh, gw = objseq.mask_grid(tokenizer)
     memory = model.encode(batch)
     tokens, logits = _instance_tokens(model, memory, vocab, cfg, task.num_query, gh * gw, generator)
-    objects = objseq.decode_objects(
-        tokens, logits, vocab, tokenizer, task.num_query, image_hw=[im.shape[:2] for im in images],
-        norm=float(task.image_size), soft_decode=cfg.soft_decode, tau=cfg.tau,
-        scale_factors=[s for _, s in boxed])
+    sizes = [im.shape[:2] for im in images]
+    objects = objseq.decode_objects(tokens, logits, vocab, tokenizer, task, sizes, cfg,
+                                    scale_factors=[s for _, s in boxed])
     ids = np.asarray(category_ids, dtype=np.int64)
     return [{"boxes_xyxy": o["boxes_xyxy"].float().cpu().numpy(),
              "category_ids": ids[o["labels"].cpu().numpy()],

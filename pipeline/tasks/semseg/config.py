@@ -1,4 +1,5 @@
-"""The class-map task's params sections: `data.tasks.semseg`, `cache.semseg`, `solver.semseg`, `evaluate.semseg`.
+"""The class-map task's params sections: `data.tasks.semseg`, `cache.semseg`, `solver.semseg` and
+`evaluate.semseg`.
 
 Class maps are cached per view and decoded by windows and flips like depth: the dense kinds' shared
 classes (`ViewCacheConfig`, `WindowInferConfig`, `ListSourceConfig`). `CONFIGS` is what the registry
@@ -25,7 +26,8 @@ class SemsegSourceConfig(ListSourceConfig):
 
 @dataclass(frozen=True)
 class SemsegTaskConfig:
-    """How the solver learns class maps (the dense, discrete task); how it decodes is `evaluate.semseg` (`WindowInferConfig`)."""
+    """How the solver learns class maps (the dense, discrete task); how it decodes is `evaluate.semseg`
+    (`WindowInferConfig`)."""
 
     aux_weight: NonNegativeFloat = 1.0  # CE of the soft-decoded class logits on labelled pixels (cf. §3.3)
     tau: PositiveFloat = 1.0  # temperature of the aux loss's soft decode

@@ -204,7 +204,8 @@ class SemsegTask(DenseTask):
         if cfg.input_scale != "onehot":
             raise ConfigError(f"tokenizer.semseg.model.input_scale: must be onehot, got {cfg.input_scale!r}")
         arch = replace(cfg, channels=len(read_classes(job.prepared)))  # one input plane per class, derived
-        return TokenizerRecipe(arch, LabelCrops(job.records, job.cfg.train.crop_size, job.seed), tokenizer_loss)
+        crops = LabelCrops(job.records, job.cfg.train.crop_size, job.seed)
+        return TokenizerRecipe(arch, crops, tokenizer_loss)
 
     def evaluate_tokenizer(self, ctx: TokenizerEval) -> dict:
         return evaluate_semseg_tokenizer(ctx.model, ctx.records, read_label, ctx.tau, ctx.device,
@@ -218,7 +219,8 @@ class SemsegTask(DenseTask):
         return view_layout(self.name, "label", read_label_input, splits, tok, cfg, {"classes": classes})
 
     def examples(self, manifest, cfg):
-        return functools.partial(SemsegExamples, manifest["views"]["crop_size"], color_jitter=cfg.color_jitter)
+        crop = manifest["views"]["crop_size"]
+        return functools.partial(SemsegExamples, crop, color_jitter=cfg.color_jitter)
 
     @staticmethod
     def collate(samples):
@@ -241,7 +243,8 @@ class SemsegTask(DenseTask):
 
     def inspect_tiles(self, gt, decoded, manifest):
         n = len(manifest["classes"])
-        return [colorize_labels(gt, n), colorize_labels(labels_from_logits(decoded)[0].numpy(), n)], ["GT classes"]
+        labels = labels_from_logits(decoded)[0].numpy()
+        return [colorize_labels(gt, n), colorize_labels(labels, n)], ["GT classes"]
 
 
 class LabelCrops(torch.utils.data.Dataset):
