@@ -1,10 +1,26 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the suite's split over two processes (`make test`: pytest-xdist, one
+file per worker at a time, the longest files first, one torch thread per worker)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One core per worker: two processes each spinning two torch threads on two cores slow each other
+    # many times over. Set before torch is imported; the stage commands the tests start inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# The files that take longest run first, so the two workers finish together.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_solver_overfit_insseg.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
 
 # The read-only real-data samples live next to the repository, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

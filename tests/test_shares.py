@@ -1,4 +1,4 @@
-"""Dealing a step's global batch to DDP ranks and weighting each rank's task losses (solver/shares.py)."""
+"""Dealing a step's global batch to DDP ranks and weighting each rank's task losses (solver_training/shares.py)."""
 
 from __future__ import annotations
 

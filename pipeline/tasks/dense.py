@@ -84,7 +84,7 @@ class DenseTask(Task):
 
     def inspect_panel(self, sample: dict, model: VQVAE, manifest: dict) -> np.ndarray:
         crop = manifest["views"]["crop_size"]
-        x = sample["views"][0]["x"]  # view 0: flip 0, x 0 by construction (views.dense_views)
+        x = sample["views"][0]["x"]  # view 0: flip 0, x 0 by construction (geometry/views.dense_views)
         decoded = model.decode(torch.from_numpy(sample["tokens"][:1].astype(np.int64)))
         gt = sample[self.label][:, x : x + crop]
         tiles, titles = self.inspect_tiles(gt, decoded, manifest)

@@ -18,7 +18,7 @@ Deliberate deviations from the official depth recipe:
   uint8 ones mapped exactly to that scale (see `augment_depth`).
 
 Geometry and the draws run in the DataLoader workers; the photometric ops are applied batched on the
-training device (`solver/augment.py`). Randomness comes only from an explicit `np.random.Generator`.
+training device (`solver_training/augment.py`). Randomness comes only from an explicit `np.random.Generator`.
 """
 
 from __future__ import annotations

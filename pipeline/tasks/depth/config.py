@@ -1,4 +1,5 @@
-"""The depth task's params sections: `data.tasks.depth`, `cache.depth`, `solver.depth`, `evaluate.depth`.
+"""The depth task's params sections: `data.tasks.depth`, `cache.depth`, `solver.depth` and
+`evaluate.depth`.
 
 `CONFIGS` is what the registry hands the params schema (pipeline/core/config.py assembles the task-keyed
 sections from every task's `CONFIGS`); a stage loads only its own task's classes."""

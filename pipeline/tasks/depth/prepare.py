@@ -64,7 +64,7 @@ def check_depth_entry(entry: nyu.DepthEntry, root: Path, layout: str, rules: Fra
 
 
 def _check_valid_depth(path: Path, metres: np.ndarray, split: str) -> None:
-    # Evaluation scores only MIN_DEPTH < gt < MAX_DEPTH inside the Eigen crop (metrics/depth.py): a test
+    # Evaluation scores only MIN_DEPTH < gt < MAX_DEPTH inside the Eigen crop (metrics.py): a test
     # frame without such a pixel has no score, a training frame without any valid pixel has no target.
     if split == "test" and not eval_mask(metres).any():
         raise DataError(f"{path}: no valid depth pixel inside the evaluation crop")

@@ -1,6 +1,6 @@
 """What one cached instance sample stores (PAPER_NOTES §7.1, option 1): the image bytes,
 `annotations.json` and `(n_tok, 2, h·w)` tokens of the GT-box crop of every tokenised instance,
-unflipped and flipped; zarr flat `tokens`, `ann_ids` and `offsets`. `tokens/build.py` drives it through
+unflipped and flipped; zarr flat `tokens`, `ann_ids` and `offsets`. `token_cache/build.py` drives it through
 the same interface as the dense `ViewLayout`. Everything here travels into DataLoader workers.
 """
 

@@ -1,9 +1,9 @@
 """The instance-segmentation task: COCO instances as Pix2Seq-style object sequences (PAPER_NOTES §4.5, §5.2).
 
-The sequence format itself (objects -> tokens, loss, tokens -> instances) is `insseg_sequence.py`; this
+The sequence format itself (objects -> tokens, loss, tokens -> instances) is `sequence.py`; this
 module binds it to the pipeline (`tasks/base.py`): mask-crop tokenizer data and loss, the per-object cache
 layout, the large-scale-jittered training examples, the loss adapter with its on-the-fly fallback encodes,
-letterboxed inference and the COCO evaluation (`insseg_eval.py`).
+letterboxed inference and the COCO evaluation (`evaluate.py`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Semantic-segmentation evaluation: the tokenizer's reconstructions and the solver's predictions.
 
 Both score per-pixel class ids 1..N on the labelled pixels (GT != 0) with one confusion matrix over the
-whole split (`metrics/segmentation.py`: mIoU over the classes present, pixel accuracy).
+whole split (`metrics.py`: mIoU over the classes present, pixel accuracy).
 - tokenizer (`evaluate_semseg_tokenizer`): every held-out label map padded to a multiple of r, encoded,
   decoded hard and soft (argmax of the class logits), next to the interpolation tokenizer: the label
   map sampled at each token cell's centre and upsampled back (as many values as the tokenizer has
