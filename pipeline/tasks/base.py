@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -48,6 +48,10 @@ from pipeline.core.io import read_jsonl
 from pipeline.core.runtime import dist_info, gather_to_rank0
 from pipeline.core.vocab import Vocab
 from pipeline.models.vqvae import VQVAE
+
+if TYPE_CHECKING:  # the cache machinery stands above the protocol; only its types are named here
+    from pipeline.token_cache.build import Tokenizer
+    from pipeline.token_cache.layouts import Layout
 
 Progress = Callable[[int, int], None]
 Panel = tuple[str, np.ndarray]  # (sample key, (H, W, 3) uint8 picture)
@@ -211,9 +215,8 @@ class Task:
         """Hard / soft reconstruction metrics of the held-out split next to `interp_baseline`."""
         raise NotImplementedError
 
-    def cache_layout(self, splits: dict[str, list[dict]], tok: Any, cfg: Any, prepared: Path) -> Any:
-        """The `token_cache.layouts.Layout` of its cache, validated against the records and `cache.<task>`
-        (`tok`: the frozen tokenizer and its config.json, `token_cache.build.Tokenizer`)."""
+    def cache_layout(self, splits: dict[str, list[dict]], tok: Tokenizer, cfg: Any, prepared: Path) -> Layout:
+        """What one cached sample stores, validated against the records and `cfg` (its `cache.<task>`)."""
         raise NotImplementedError
 
     def vocab_classes(self, manifest: dict) -> int:
