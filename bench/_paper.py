@@ -34,12 +34,14 @@ import yaml
 from pipeline.core import checkpoint
 from pipeline.core.params import load_all
 from pipeline.data import coco, nyu
-from pipeline.data.prepare import FrameRules, SplitResult, prepare_depth_split, prepare_insseg_split
+from pipeline.data.prepare import FrameRules, SplitResult
 from pipeline.data.prepare_run import Prepared, write_prepared
 from pipeline.jobs.train_solver import TRAIN_SPLIT, RunSpec, batches, loss_adapter
 from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.solver_training.train import Batches
 from pipeline.tasks.base import TrainingRecipe, read_split
+from pipeline.tasks.depth.prepare import prepare_depth_split
+from pipeline.tasks.insseg.prepare import prepare_insseg_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 from pipeline.token_cache.read import CacheInfo, open_cache

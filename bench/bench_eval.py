@@ -25,17 +25,12 @@ import numpy as np
 import torch
 from _timing import set_precision, sync
 
-from pipeline.core.config import (
-    BackboneConfig,
-    InssegInferConfig,
-    InssegTaskConfig,
-    SolverModelConfig,
-    VQVAEConfig,
-)
+from pipeline.core.config import BackboneConfig, SolverModelConfig, VQVAEConfig
 from pipeline.core.vocab import Vocab
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
 from pipeline.tasks.insseg import sequence as insseg_sequence
+from pipeline.tasks.insseg.config import InssegInferConfig, InssegTaskConfig
 from pipeline.tasks.insseg.task import infer_instances
 
 PAPER_BACKBONE = BackboneConfig(name="swinv2_base_window12_192", img_size=640, window_size=30, embed_dim=128,

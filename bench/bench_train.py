@@ -114,8 +114,9 @@ def build_run(data: PaperData, run: str, device: torch.device):
     cfg = spec.cfg
     manifests = {t: data.caches[t].manifest for t in spec.tasks}
     vocab = vocab_for(spec.num_bins, manifests, spec.spare_codes)
-    length = max(get_task(t).training(manifests[t], c).sequence_length for t, c in spec.tasks.items())
-    backbone = run_backbone(spec.backbone, spec, data.caches)
+    recipes = {t: get_task(t).training(manifests[t], c) for t, c in spec.tasks.items()}
+    length = max(r.sequence_length for r in recipes.values())
+    backbone = run_backbone(spec.backbone, recipes)
     model = build_ait(backbone, solver_config(spec.model, length, cfg.parallel), vocab)
     weights = rank_loss_weights(cfg.batch_size, cfg.loss_weights, 0, 1)  # the whole step's task shares
     step = TrainStep(model, {t: data.loss_adapter(t) for t in spec.tasks}, weights, vocab).to(device)
