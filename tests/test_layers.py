@@ -46,10 +46,14 @@ def _module(path: Path) -> str:
 MODULES = sorted(_module(p) for d in ("pipeline", "stages") for p in (ROOT / d).rglob("*.py"))
 
 
+def _path(module: str) -> Path:
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_no_module_imports_one_above_it(module):
-    path = ROOT.joinpath(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    path = _path(module)
     mine = layer_of(module)
     up = sorted(m for m in _imports(path) if layer_of(m) > mine)
     assert not up, f"{module} ({LAYERS[mine][0]}) imports {up} from above it"
@@ -95,9 +99,7 @@ def long_signatures(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_no_function_takes_more_than_eight_parameters(module):
-    path = ROOT.joinpath(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    long = long_signatures(path)
+    long = long_signatures(_path(module))
     assert not long, f"{module}: {long} take more than {MAX_PARAMETERS}: group them into their records"
 
 
