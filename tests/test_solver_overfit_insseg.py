@@ -36,8 +36,10 @@ from tests.tiny import tiny_params, write_params
 pytestmark = pytest.mark.slow
 
 SIZE = 128  # letterboxed input side: 96 x 128 frames, so boxes need no rescaling
+# 4-pixel patches: a 32x32 first stage (shifted 4x4 windows) down to 4x4. With 2-pixel patches the
+# step costs about 4x more and the AP came out lower (0.60 against 0.68 here).
 BACKBONE = BackboneConfig(img_size=SIZE, window_size=4, embed_dim=32, depths=(1, 1, 1, 1),
-                          num_heads=(1, 2, 2, 4), patch_size=2, drop_path_rate=0.0)
+                          num_heads=(1, 2, 2, 4), patch_size=4, drop_path_rate=0.0)
 MODEL = SolverModelConfig(dim=96, num_heads=4, ffn_dim=192, num_encoder_layers=2, num_decoder_layers=2,
                           dropout=0.0, drop_path=0.0)
 
@@ -74,10 +76,11 @@ def _objects(record: dict) -> list[tuple[tuple[float, ...], int, np.ndarray]]:
 
 
 def _mask_tokenizer(crops: np.ndarray, steps: int = 300) -> VQVAE:
-    """A small mask VQ-VAE fitted to these crops (and their flips) until it reconstructs them."""
-    tokenizer = VQVAE(VQVAEConfig(hidden_dim=16, downsample_ratio=16, num_embeddings=64, embedding_dim=32,
+    """A small mask VQ-VAE fitted to exactly these crops (the only masks it encodes here) until it
+    reconstructs them. 8 hidden channels: its convolutions are most of the aux loss's cost too."""
+    tokenizer = VQVAE(VQVAEConfig(hidden_dim=8, downsample_ratio=16, num_embeddings=64, embedding_dim=32,
                                   input_scale="symmetric"), dead_code_threshold=1.0)
-    data = torch.from_numpy(np.concatenate([crops, crops[..., ::-1]])).float()[:, None]
+    data = torch.from_numpy(crops).float()[:, None]
     opt = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -89,7 +92,9 @@ def _mask_tokenizer(crops: np.ndarray, steps: int = 300) -> VQVAE:
 
 
 def test_instances_are_memorised(four_images):
-    torch.set_num_threads(2)  # a fixed count: the same result on any machine (AP 0.60 at 2, 250 s at 1)
+    # One thread: the same result on any machine, and the suite's other worker keeps its core (mask AP
+    # 0.68 in about 70 s on one core).
+    torch.set_num_threads(1)
     seed_everything(0)
     records, categories = four_images
     category_ids = [c["id"] for c in categories]
