@@ -27,7 +27,7 @@ repro: $(STAMP)
 # Two worker processes, one torch thread each (tests/conftest.py), whole files per worker, longest first.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Refresh the lock: resolve pyproject.toml afresh (newest allowed versions) in a scratch venv, freeze it.
 # Commit the new requirements.lock together with the dvc.lock its `make repro` produces.

@@ -14,8 +14,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-# The files that take longest run first, so the two workers finish together.
-LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_solver_overfit_insseg.py")
+# The files that take longest run first, so the two workers finish together (`make test` passes
+# --no-loadscope-reorder: xdist would otherwise queue files by their number of tests). xdist hands each
+# worker two files to start with, in this order: one worker builds the shared `dvc repro` for both DVC
+# files and goes on to its own checks, the other runs the paper-size models meanwhile, then the
+# second DVC file on a copy of the finished repro.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_solver_overfit_insseg.py",
+                 "test_dvc_reruns.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,6 +60,20 @@ def tiny_project(tmp_path_factory) -> Path:
         result = runner.invoke(app, [*args, "--params", str(params)])
         assert result.exit_code == 0, f"ait {' '.join(args)} failed:\n{result.output}"
     return root
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A private copy, per test module, of the tiny project after a real `dvc repro`.
+
+    The repro itself runs once per `pytest` run: under xdist the workers share their base temporary
+    folder's parent, and the first worker to get there builds it (tests/dvc_repo.py).
+    """
+    from tests.dvc_repo import copy_of
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return copy_of(shared, tmp_path_factory.mktemp("dvc_repo"))
 
 
 @pytest.fixture(autouse=True)
