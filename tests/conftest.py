@@ -16,11 +16,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # The files that take longest run first, so the two workers finish together (`make test` passes
 # --no-loadscope-reorder: xdist would otherwise queue files by their number of tests). xdist hands each
-# worker two files to start with, in this order: one worker builds the shared `dvc repro` for both DVC
-# files and goes on to its own checks, the other runs the paper-size models meanwhile, then the
-# second DVC file on a copy of the finished repro.
-LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_solver_overfit_insseg.py",
-                 "test_dvc_reruns.py")
+# worker the next file once it has two or fewer tests left, so with this order one worker builds the
+# shared `dvc repro` and takes the second DVC file after the first (the repro is done by then), and the
+# other runs the paper-size models, then the instance memorisation, then most of the small files.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_dvc_reruns.py",
+                 "test_solver_overfit_insseg.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

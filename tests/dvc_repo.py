@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,16 @@ class DvcRepo:
 
     def status(self) -> dict:
         return json.loads(self.run("dvc", "status", "--json"))
+
+
+def stages_ran(output: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def stages_restored(output: str) -> set[str]:
+    """The stages it restored from the run-cache instead."""
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
 
 
 def _env(root: Path) -> dict:
@@ -89,5 +100,6 @@ def reproduced(shared: Path) -> tuple[Path, str]:
 def copy_of(shared: Path, dest: Path) -> DvcRepo:
     """A private copy of the reproduced repository (git history, DVC cache and run-cache included)."""
     built, log = reproduced(shared)
-    shutil.copytree(built, dest, symlinks=True, ignore=shutil.ignore_patterns(".dvc-site"), dirs_exist_ok=True)
+    shutil.copytree(built, dest, symlinks=True, ignore=shutil.ignore_patterns(".dvc-site"),
+                    dirs_exist_ok=True)
     return DvcRepo(dest, _env(dest), log)

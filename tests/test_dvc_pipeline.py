@@ -9,12 +9,11 @@ run-cache without running anything. tests/test_dvc_reruns.py goes on from the sa
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from stages.preset import leaves
-from tests.dvc_repo import DvcRepo
+from tests.dvc_repo import DvcRepo, stages_ran, stages_restored
 from tests.tiny import merge, write_params
 
 pytestmark = pytest.mark.slow
@@ -22,17 +21,9 @@ pytestmark = pytest.mark.slow
 INSSEG_KEY = "tokenizer.insseg.model.embedding_dim"
 
 
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def _restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
-
-
 def test_repro_runs_everything_and_leaves_a_clean_status(dvc_repo: DvcRepo):
     root, out = dvc_repo.root, dvc_repo.repro_log
-    ran = _ran(out)
+    ran = stages_ran(out)
     for stage in ("demo_data", "prepare@depth", "train_tokenizer@insseg", "cache_tokens@depth_mask50",
                   "train_solver@joint", "evaluate@depth", "evaluate@insseg", "prepare@semseg",
                   "train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg", "train_solver@semseg",
@@ -118,15 +109,16 @@ def test_insseg_tokenizer_change_reruns_no_depth_stage_and_reverts_from_run_cach
     dvc_repo.commit("repro")
 
     out = dvc_repo.run("dvc", "exp", "run", "-S", f"{INSSEG_KEY}=8")
-    ran = _ran(out)
+    ran = stages_ran(out)
     assert "train_tokenizer@insseg" in ran and "cache_tokens@insseg" in ran, out
     depth_stages = {s for s in ran if "depth" in s}
     assert not depth_stages, f"depth stages re-ran after an insseg-tokenizer change: {depth_stages}"
     assert dvc_repo.status() == {}
 
     out = dvc_repo.run("dvc", "exp", "run", "-S", f"{INSSEG_KEY}=16")
-    assert not _ran(out), f"stages ran instead of being restored:\n{out}"
-    assert {"train_tokenizer@insseg", "cache_tokens@insseg", "train_solver@insseg"} <= _restored(out), out
+    assert not stages_ran(out), f"stages ran instead of being restored:\n{out}"
+    restored = stages_restored(out)
+    assert {"train_tokenizer@insseg", "cache_tokens@insseg", "train_solver@insseg"} <= restored, out
     assert dvc_repo.status() == {}
 
     # the two variants side by side: only the changed params and headline metrics, every column shown

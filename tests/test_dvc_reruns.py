@@ -14,19 +14,11 @@ import re
 
 import pytest
 
-from tests.dvc_repo import DvcRepo
+from tests.dvc_repo import DvcRepo, stages_ran, stages_restored
 
 pytestmark = pytest.mark.slow
 
 SEMSEG_KEY = "tokenizer.semseg.model.embedding_dim"
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def _restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
 
 
 def test_table_7_rows_that_only_change_inference_rerun_only_evaluation(dvc_repo: DvcRepo):
@@ -38,9 +30,10 @@ def test_table_7_rows_that_only_change_inference_rerun_only_evaluation(dvc_repo:
     out = dvc_repo.run("ait", "ablate", "7", "--row", "hard", "--row", "solver", "--run", "--timings", "t7.json")
     rows = dict(re.findall(r"\$ dvc exp run --temp -n (\S+) (.*?)(?=\$ dvc exp run|\Z)", out, re.S))
     assert list(rows) == ["t7-hard", "t7-solver"], out
-    assert {"train_solver@depth", "evaluate@depth", "evaluate@insseg"} <= _ran(rows["t7-hard"])
-    assert _ran(rows["t7-solver"]) == {"evaluate@depth", "evaluate@insseg"}, rows["t7-solver"]
-    assert {"train_solver@depth", "train_solver@insseg"} <= _restored(rows["t7-solver"]), rows["t7-solver"]
+    assert {"train_solver@depth", "evaluate@depth", "evaluate@insseg"} <= stages_ran(rows["t7-hard"])
+    assert stages_ran(rows["t7-solver"]) == {"evaluate@depth", "evaluate@insseg"}, rows["t7-solver"]
+    restored = stages_restored(rows["t7-solver"])
+    assert {"train_solver@depth", "train_solver@insseg"} <= restored, rows["t7-solver"]
     timings = json.loads((root / "t7.json").read_text())
     assert [(t["exp"], t["ran"], t["returncode"]) for t in timings][1] == ("t7-solver", 2, 0), timings
 
@@ -53,7 +46,7 @@ def test_table_7_rows_that_only_change_inference_rerun_only_evaluation(dvc_repo:
 
 def test_semseg_tokenizer_change_reruns_only_semseg_stages(dvc_repo: DvcRepo):
     dvc_repo.commit("before semseg change")
-    ran = _ran(dvc_repo.run("dvc", "exp", "run", "-S", f"{SEMSEG_KEY}=8"))
+    ran = stages_ran(dvc_repo.run("dvc", "exp", "run", "-S", f"{SEMSEG_KEY}=8"))
     assert {"train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg", "train_solver@semseg",
             "evaluate@semseg", "train_solver@joint3", "evaluate@joint3"} <= ran, ran
     # the runs with class maps re-run; nothing that reads only depth or instances does
@@ -90,7 +83,7 @@ def test_dvc_repro_trains_on_two_processes_through_the_environment(dvc_repo: Dvc
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         out = dvc_repo.run("dvc", "repro", "evaluate@depth", env={**dvc_repo.env, "AIT_NPROC": "2"})
-        assert {"cache_tokens@depth_mask50", "train_solver@depth", "evaluate@depth"} <= _ran(out), out
+        assert {"cache_tokens@depth_mask50", "train_solver@depth", "evaluate@depth"} <= stages_ran(out), out
         assert "2 process(es)" in out, out  # rank 0's report of the world it trained in
         status = dvc_repo.status()
         assert not {"cache_tokens@depth_mask50", "train_solver@depth", "evaluate@depth"} & set(status), status

@@ -24,6 +24,10 @@ from pipeline.tasks.registry import TASK_NAMES
 
 T = TypeVar("T")
 
+# libyaml's loader when PyYAML was built with it: every stage reads params.yaml a dozen times, and the
+# pure-Python loader spends most of a second doing so.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a params file; a missing or malformed file is a one-line error."""
@@ -31,7 +35,7 @@ def read_params(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):

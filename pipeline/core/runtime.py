@@ -173,7 +173,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The flag `torch.use_deterministic_algorithms` sets, without the compiler setting it also writes:
+    # that import (torch._inductor) costs every stage process about 1.7 s, and nothing here compiles.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def print0(*args, **kwargs) -> None:
