@@ -1,9 +1,9 @@
 """One training step of the task-solver over one batch per task (paper §3.2-3.3, Table 10).
 
-`TrainStep` is the module DDP wraps: a single forward computes every task's loss (each task's
-`Task.loss_adapter`) and returns their weighted sum, so joint training is one forward and one backward per
-step whatever the number of tasks. The frozen tokenizers live inside it without gradients: the aux
-losses differentiate through their decoders into the logits only (PAPER_NOTES §3.3).
+`TrainStep` is the module DDP wraps: a single forward computes every task's loss (the loss adapter of
+each task's `TrainingRecipe`) and returns their weighted sum, so joint training is one forward and one
+backward per step whatever the number of tasks. The frozen tokenizers live inside it without gradients:
+the aux losses differentiate through their decoders into the logits only (PAPER_NOTES §3.3).
 
 """
 

@@ -9,6 +9,8 @@ S x S windows and flips (PAPER_NOTES §5.1). A dense task names its label field,
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,22 +66,16 @@ class DenseTask(Task):
     """A dense task: sequence length and input side come from its cache (the grid and the crop)."""
 
     label: ClassVar[str]  # the record key and sample field of its label file
+    collate: ClassVar[Callable[[list[dict]], dict]]  # examples -> one batch (a module-level function)
+    loss_class: ClassVar[type]  # the loss adapter, built as loss_class(tokenizer, cfg=<task solver cfg>)
 
     def training(self, manifest: dict, cfg: Any) -> TrainingRecipe:
         h, w = manifest["tokenizer"]["grid"]
         return TrainingRecipe(h * w, manifest["views"]["crop_size"], self.examples(manifest, cfg),
-                              self.collate, self.loss_adapter(cfg))
+                              self.collate, functools.partial(self.loss_class, cfg=cfg))
 
     def examples(self, manifest: dict, cfg: Any):
         """seed -> the picklable `DenseExamples` of this task."""
-        raise NotImplementedError
-
-    @staticmethod
-    def collate(samples: list[dict]) -> dict:
-        raise NotImplementedError
-
-    def loss_adapter(self, cfg: Any):
-        """tokenizer -> the task's loss adapter."""
         raise NotImplementedError
 
     def inspect_panel(self, sample: dict, model: VQVAE, manifest: dict) -> np.ndarray:

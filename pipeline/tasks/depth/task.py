@@ -286,6 +286,8 @@ class DepthTask(DenseTask):
         Score("spread", "spread vs mean map", ("spread_vs_mean_map",), headline=(), text=spread_text),
     )
     tokenizer_score = Score("rmse", "RMSE (m)", ("rmse",), lower_is_better=True)
+    collate = staticmethod(collate_depth)
+    loss_class = DepthLoss
     baseline_note = ("the training mean depth map (spread: RMS deviation of the prediction from the mean map "
                      "over the GT's, 0 = the model outputs the mean map, and their correlation)")
 
@@ -303,12 +305,6 @@ class DepthTask(DenseTask):
     def examples(self, manifest, cfg):
         return functools.partial(DepthExamples, manifest["views"]["crop_size"], augment=cfg.augment)
 
-    @staticmethod
-    def collate(samples):
-        return collate_depth(samples)
-
-    def loss_adapter(self, cfg):
-        return functools.partial(DepthLoss, cfg=cfg)
 
     def evaluate(self, ctx: SolverEval) -> SolverResult | None:
         with ctx.progress("evaluate: training depth statistics") as cb:

@@ -197,6 +197,8 @@ class SemsegTask(DenseTask):
     scores = (_score("miou", "mIoU", "miou"),
               _score("pixel_acc", "pixel accuracy", "pixel_accuracy", headline=("value", "baseline")))
     tokenizer_score = Score("miou", "mIoU", ("miou",))
+    collate = staticmethod(collate_semseg)
+    loss_class = SemsegLoss
     baseline_note = "the training per-pixel majority class"
 
     def tokenizer(self, job: TokenizerJob) -> TokenizerRecipe:
@@ -222,12 +224,6 @@ class SemsegTask(DenseTask):
         crop = manifest["views"]["crop_size"]
         return functools.partial(SemsegExamples, crop, color_jitter=cfg.color_jitter)
 
-    @staticmethod
-    def collate(samples):
-        return collate_semseg(samples)
-
-    def loss_adapter(self, cfg):
-        return functools.partial(SemsegLoss, cfg=cfg)
 
     def evaluate(self, ctx: SolverEval) -> SolverResult | None:
         classes = len(ctx.manifest["classes"])
