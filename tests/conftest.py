@@ -21,13 +21,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 # The files that take longest run first, so the two workers finish together (`make test` passes
-# --no-loadscope-reorder: xdist would otherwise queue files by their number of tests). xdist deals the
-# first four files out in turn, two to each worker, and then hands the next file to whichever worker is
-# about to run out. With this order one worker builds the shared `dvc repro` and then memorises
-# instances; the other runs the paper-size models and then the DVC experiments on its own copy of the
-# repro (built by then); the small files fill in behind both.
-LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_solver_overfit_insseg.py",
-                 "test_dvc_reruns.py")
+# --no-loadscope-reorder: xdist would otherwise queue files by their number of tests). xdist gives each
+# worker one file, then the next file in this order to the first worker left with two or fewer tests to
+# run; both long files end on two short tests, so that is the worker that is nearly done. One worker
+# builds the shared `dvc repro` and checks it; the other runs the paper-size models and then takes the
+# DVC experiments (on its own copy of the repro, built by then); the instance memorisation and the small
+# files fill in behind both.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_dvc_reruns.py",
+                 "test_solver_overfit_insseg.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -36,28 +36,6 @@ def test_repro_runs_everything_and_leaves_a_clean_status(dvc_repo: DvcRepo):
     assert set(three) == {"depth", "insseg", "semseg"} and "miou" in three["semseg"]["model"]
 
 
-@pytest.mark.parametrize("task", ["semseg", "depth"])
-def test_editing_one_tasks_code_stales_only_the_stages_that_run_it(dvc_repo: DvcRepo, task):
-    """A comment appended to a file of pipeline/tasks/<task>/ (the registry imports a task's folder by
-    name) stales that task's stages and the runs that include it, and nothing else."""
-    path = dvc_repo.root / "pipeline/tasks" / task / "evaluate.py"
-    original = path.read_text()
-    path.write_text(original + "# an edit\n")
-    try:
-        stale = set(dvc_repo.status())
-    finally:
-        path.write_text(original)
-    semseg = {"prepare@semseg", "train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg",
-              "train_solver@semseg", "evaluate@semseg"}
-    if task == "semseg":
-        assert stale == semseg | {"train_solver@joint3", "evaluate@joint3"}
-    else:
-        assert {"prepare@depth", "train_tokenizer@depth_mask50", "cache_tokens@depth_mask0", "train_solver@depth",
-                "evaluate@joint"} <= stale
-        assert not {s for s in stale if s.endswith(("@insseg", "@semseg"))}, stale
-    assert dvc_repo.status() == {}
-
-
 def _toggled(value):
     return (not value) if isinstance(value, bool) else value + (1 if isinstance(value, int) else 0.25)
 
@@ -127,3 +105,25 @@ def test_insseg_tokenizer_change_reruns_no_depth_stage_and_reverts_from_run_cach
     table = dvc_repo.run(*show, env={**dvc_repo.env, "COLUMNS": "120"})
     assert "tok.insseg.mask_ap" in table and INSSEG_KEY in table and "…" not in table, table
     assert max(len(line) for line in table.splitlines()) <= 120, table
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_editing_one_tasks_code_stales_only_the_stages_that_run_it(dvc_repo: DvcRepo, task):
+    """A comment appended to a file of pipeline/tasks/<task>/ (the registry imports a task's folder by
+    name) stales that task's stages and the runs that include it, and nothing else."""
+    path = dvc_repo.root / "pipeline/tasks" / task / "evaluate.py"
+    original = path.read_text()
+    path.write_text(original + "# an edit\n")
+    try:
+        stale = set(dvc_repo.status())
+    finally:
+        path.write_text(original)
+    semseg = {"prepare@semseg", "train_tokenizer@semseg", "eval_tokenizer@semseg", "cache_tokens@semseg",
+              "train_solver@semseg", "evaluate@semseg"}
+    if task == "semseg":
+        assert stale == semseg | {"train_solver@joint3", "evaluate@joint3"}
+    else:
+        assert {"prepare@depth", "train_tokenizer@depth_mask50", "cache_tokens@depth_mask0", "train_solver@depth",
+                "evaluate@joint"} <= stale
+        assert not {s for s in stale if s.endswith(("@insseg", "@semseg"))}, stale
+    assert dvc_repo.status() == {}
