@@ -1,5 +1,6 @@
 """cache_tokens@* on the tiny demo with tiny trained tokenizers: exact round trip, determinism, refusal
-of a failed build, and a 2-process (gloo) build equal to the 1-process one."""
+of a failed build, a 2-process (gloo) build equal to the 1-process one, and the solver's training
+targets read back from these caches checked against the ground truth of the same augmented view."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,11 @@ from typer.testing import CliRunner
 
 from pipeline.core import checkpoint
 from pipeline.core.io import read_jsonl
+from pipeline.core.params import load_all
 from pipeline.data.coco import segmentation_to_mask
-from pipeline.data.nyu import read_depth_metres
+from pipeline.data.nyu import read_depth_metres, read_rgb
 from pipeline.geometry.views import View, dense_views, extract_views, nearest_view, view_offsets
+from pipeline.jobs import train_solver as solver_run
 from pipeline.models.vqvae import VQVAE, load_vqvae
 from pipeline.tasks.insseg.masks import crop_instance_mask, flip_crop
 from pipeline.tasks.insseg.tokenizer import instance_index
@@ -276,3 +280,103 @@ def test_two_process_build_equals_one_process_build(project, caches, tmp_path):
             assert (single / f).read_bytes() == (out / f).read_bytes(), f
     a, b = (json.loads((d / "manifest.json").read_text()) for d in (single, out))
     assert a == b
+
+
+# -------------------------------------------------------------------------------------------------
+# The solver's training targets, drawn through its own reader, against the ground truth reached by an
+# independent route: the prepared record's files, warped by the example's own draw.
+
+
+def _training_batches(project: Path, caches: Path, variant: str, **overrides):
+    params = load_all(project / "cache_params.yaml")
+    info = open_cache(caches / variant)
+    cfg = replace(getattr(params["solver"], info.task), **overrides)
+    return solver_run.batches(get_task(info.task).training(info.manifest, cfg), info, 4, 0, seed=3), info
+
+
+def test_dense_targets_are_the_tokens_of_the_same_view_of_the_same_frame_as_the_image(project, caches):
+    """Each depth example's image, depth and tokens are one cached view (offset and flip) of one frame:
+    the image is exactly that view of the frame's RGB file, the depth that view of its depth file, and
+    the tokens the tokenizer's encode of that depth (semantic maps share this view code, tasks/dense.py)."""
+    batches, info = _training_batches(project, caches, "depth_mask50")
+    records = {r["key"]: r for r in read_jsonl(project / "data/prepared/depth/train.jsonl")}
+    views = [View(bool(v["flip"]), v["x"]) for v in info.manifest["views"]["list"]]
+    model, seen = _model(project, "depth_mask50"), set()
+    for _ in range(4):
+        batch = next(batches)
+        np.testing.assert_array_equal(batch["indices"].numpy(), model.encode(batch["depth"]).numpy())
+        for b, key in enumerate(batch["keys"]):
+            depth_views = extract_views(read_depth_metres(records[key]["depth"]), views, 48)
+            rgb_views = extract_views(read_rgb(records[key]["rgb"]), views, 48)
+            hits = [v for v in range(len(views)) if np.array_equal(depth_views[v], batch["depth"][b, 0].numpy())
+                    and np.array_equal(rgb_views[v], batch["images"][b].permute(1, 2, 0).numpy())]
+            assert hits, f"{key}: image and depth are not one view of the frame"
+            seen |= {views[v].flip for v in hits}
+    assert seen == {False, True}  # both flips were drawn and both pair up
+
+
+def test_instance_targets_sit_on_their_objects_in_the_augmented_image(project, caches):
+    """Through large-scale jitter (scales 0.3-2 of the input side: shrinks, windows, truncations) and flips, every target
+    box is the box of one ground-truth mask of that image warped by the same draw, with its class, and
+    the 64x64 target crop is that warped mask under the box."""
+    batches, info = _training_batches(project, caches, "insseg", scale_range=(0.3, 2.0), color_jitter=0.0)
+    records = {r["key"]: r for r in read_jsonl(project / "data/prepared/insseg/train.jsonl")}
+    category_ids = [c["id"] for c in info.manifest["categories"]]
+    checked, cropped, flips, truncated = 0, 0, set(), 0
+    for _ in range(6):
+        batch = next(batches)
+        for b, key in enumerate(batch["keys"]):
+            record, jitter = records[key], batch["jitters"][b]
+            np.testing.assert_array_equal(batch["images"][b].permute(1, 2, 0).numpy(),
+                                          jitter.image(read_rgb(record["image"])))
+            gt = [(a["category_id"], _warped(segmentation_to_mask(a["segmentation"], record["height"],
+                                                                    record["width"]), jitter))
+                  for a in record["annotations"] if not a.get("iscrowd")]
+            for o in batch["objects"][b]:
+                box = o["box"].astype(np.float64)
+                # the box of one warped GT mask, within rasterisation (a pixel at either end, x scale); a box the
+                # window truncated is clipped (the official rule), so it holds its mask's visible part
+                tol = 1.0 + jitter.scale
+                exact = o["indices"] is not None
+                near = [i for i, (_, m) in enumerate(gt) if m.any() and _box_error(box, _mask_box(m), exact) <= tol]
+                near = [i for i in near if gt[i][0] == category_ids[o["label"]]]
+                assert near, f"{key}: target box {box} is on no object of its class"
+                # and its crop is that mask under the box: checked where the box spans 10 original pixels,
+                # since both sides round the box to whole pixels (the target in the original frame)
+                if min(box[2] - box[0], box[3] - box[1]) >= 10 * jitter.scale:
+                    x1, y1, x2, y2 = box
+                    ious = [_mask_iou(o["crop"] > 0.5, crop_instance_mask(gt[i][1].astype(np.uint8),
+                                                                          (x1, y1, x2 - x1, y2 - y1), 64) > 0.5)
+                            for i in near]
+                    assert max(ious) > 0.8, f"{key}: the target crop is not its mask ({max(ious):.2f})"
+                    cropped += 1
+                checked, flips = checked + 1, flips | {jitter.flip}
+                truncated += o["indices"] is None
+    assert checked >= 20 and cropped >= 5 and flips == {False, True} and truncated > 0, (
+        checked, cropped, flips, truncated)
+
+
+def _warped(mask: np.ndarray, jitter) -> np.ndarray:
+    """A full-frame GT mask through the example's own resize, flip and window (as an image)."""
+    return jitter.image(np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2))[..., 0] > 127
+
+
+def _mask_box(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def _box_error(box: np.ndarray, mask_box: np.ndarray, exact: bool) -> float:
+    """How far `box` is from the mask's box (exact) or from containing it (truncated)."""
+    if exact:
+        return float(np.abs(box - mask_box).max())
+    outside = np.concatenate([box[:2] - mask_box[:2], mask_box[2:] - box[2:]])
+    return float(max(outside.max(), 0.0)) if _overlap(box, mask_box) else np.inf
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
