@@ -46,9 +46,10 @@ def tokenizer_table(root: Path) -> SummaryTable | None:
                                                                     "interp_literal"))))
     columns = ("variant", "metric", "VQ-VAE hard", "VQ-VAE soft", "interpolation", "interp. literal",
                "hole RMSE VQ-VAE", "hole RMSE interp.", "hole RMSE literal")
-    caption = ("interpolation: area average of the valid depth per token cell (holes ignored); literal: "
-               "bilinear resample that reads holes as 0 m; hole RMSE: inside the sensor's holes, against "
-               "the complete depth (demo only)")
+    caption = ("interpolation: the area average of each token cell (depth: of its valid pixels, holes "
+               "ignored; masks: thresholded at 0.5); literal: depth's bilinear resample that reads holes as "
+               "0 m, masks' nearest sampling; hole RMSE: inside the sensor's holes, against the complete "
+               "depth (demo only)")
     return SummaryTable("tokenizer reconstruction (upper bound of the system)", columns, tuple(rows),
                         caption) if rows else None
 

@@ -74,16 +74,24 @@ def test_mask_interpolation_baseline():
     masks = torch.zeros(2, 64, 64)
     masks[0, :32, :] = 1.0  # top half: exactly representable on a 4x4 grid
     masks[1, 5:9, 5:9] = 1.0  # a small blob that nearest sampling misses
+    masks[1, 16:28, 32:48] = 1.0  # 12 of a cell's 16 rows: on by area, missed by nearest sampling
 
-    tokens = mask_interp_encode(masks)
-    recon = mask_interp_reconstruct(masks)
-
-    # nearest 64 -> 4 samples pixel 16·i of each axis: rows 0 and 16 are in the top half, the blob is missed
+    # fair: each 16x16 cell's area average >= 0.5; the 4x4 blob covers 1/16 of its cell
     expected = torch.zeros(2, 4, 4, dtype=torch.long)
     expected[0, :2] = 1
-    assert torch.equal(tokens, expected)
+    expected[1, 1, 2] = 1
+    assert torch.equal(mask_interp_encode(masks), expected)
+    recon = mask_interp_reconstruct(masks)
     assert torch.equal(recon[0], masks[0])
-    assert recon[1].sum() == 0
+    assert recon[1].sum() == 16 * 16
+
+    # literal: nearest 64 -> 4 samples pixel 16·i of each axis (pixel rows 0, 16, 32, 48): row 16 is
+    # inside the 12-row block, so it is seen; the blob between samples is missed
+    literal = mask_interp_encode(masks, method="literal")
+    assert torch.equal(literal[0], expected[0]) and literal[1].sum() == 1 and literal[1, 1, 2] == 1
+    masks[1, 16:28, 32:48] = 0.0
+    masks[1, 17:29, 32:48] = 1.0  # same area, shifted off the sampled row: fair keeps it, literal misses it
+    assert mask_interp_encode(masks)[1, 1, 2] == 1 and mask_interp_encode(masks, method="literal")[1].sum() == 0
 
 
 def test_dice_loss_by_hand():
@@ -162,7 +170,7 @@ def test_real_coco_crop_paste_upper_bound():
         crop = crop_instance_mask(mask, ann["bbox"])
         if crop is None:
             continue
-        nn4 = mask_interp_reconstruct(torch.from_numpy(crop)[None])[0].numpy()
+        nn4 = mask_interp_reconstruct(torch.from_numpy(crop)[None], method="literal")[0].numpy()
         for name, c in (("crop64", crop), ("nn4x4", nn4)):
             pasted = paste_mask(c, ann["bbox"], mask.shape)
             results[name].append({"image_id": ann["image_id"], "category_id": ann["category_id"],

@@ -5,7 +5,8 @@
   (randomness `sample_rng(seed, epoch, index)`).
 - scoring: every non-crowd instance is cropped at its rounded GT box, reconstructed, pasted back,
   thresholded at 0.5 and scored with COCO mask AP using the GT class and score 1, next to the 4x4
-  interpolation tokenizer (`interp.py`).
+  interpolation tokenizer (`interp.py`: `interp_baseline` each cell's area average, `interp_literal`
+  nearest sampling).
 """
 
 from __future__ import annotations
@@ -69,14 +70,16 @@ def evaluate_masks(model: VQVAE, records: Sequence[dict], categories: Sequence[d
     """COCO mask AP of GT-box reconstructions (GT class, score 1) per method over `records`."""
     model.eval().to(device)
     crops = MaskCrops(records, crop_size, seed=0, flip=False)
-    results: dict[str, list[dict]] = {"vqvae_hard": [], "vqvae_soft": [], "interp_baseline": []}
+    results: dict[str, list[dict]] = {"vqvae_hard": [], "vqvae_soft": [], "interp_baseline": [], "interp_literal": []}
     used: list[torch.Tensor] = []
     for start in range(0, len(crops), batch_size):
         idx = range(start, min(start + batch_size, len(crops)))
         x = torch.from_numpy(np.stack([crops.crop(i) for i in idx]))[:, None].to(device)  # (N, 1, S, S)
         recon = reconstruct(model, x, tau)
         used.append(recon.pop("indices"))
-        recon["interp_baseline"] = mask_interp_reconstruct(x[:, 0], crop_size // model.cfg.downsample_ratio)[:, None]
+        grid = crop_size // model.cfg.downsample_ratio
+        recon["interp_baseline"] = mask_interp_reconstruct(x[:, 0], grid, "fair")[:, None]
+        recon["interp_literal"] = mask_interp_reconstruct(x[:, 0], grid, "literal")[:, None]
         for name, masks in recon.items():
             masks = masks[:, 0].float().cpu().numpy()
             for i, m in zip(idx, masks):
