@@ -18,9 +18,10 @@ $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -c $(LOCK) uv
 
 # Re-install when the dependency list or the lock changes. Compiled bytecode, as pip writes it: without
-# it the first import of torch in every test worker and stage would compile it again.
+# it the first import of torch in every test worker and stage would compile it again. --native-tls: the
+# system's certificate store, as pip uses (a proxy's own CA works for both).
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/uv
-	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -c $(LOCK) -e ".[test]"
+	$(BIN)/uv pip install --python $(BIN)/python --native-tls --compile-bytecode -c $(LOCK) -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
