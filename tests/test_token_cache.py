@@ -346,7 +346,8 @@ def test_instance_targets_sit_on_their_objects_in_the_augmented_image(project, c
                 if min(box[2] - box[0], box[3] - box[1]) >= 10 * jitter.scale:
                     x1, y1, x2, y2 = box
                     ious = [_mask_iou(o["crop"] > 0.5, crop_instance_mask(gt[i][1].astype(np.uint8),
-                                                                          (x1, y1, x2 - x1, y2 - y1), 64) > 0.5)
+                                                                          (x1, y1, x2 - x1, y2 - y1),
+                                                                          o["crop"].shape[0]) > 0.5)
                             for i in near]
                     assert max(ious) > 0.8, f"{key}: the target crop is not its mask ({max(ious):.2f})"
                     cropped += 1

@@ -70,16 +70,17 @@ def evaluate_masks(model: VQVAE, records: Sequence[dict], categories: Sequence[d
     """COCO mask AP of GT-box reconstructions (GT class, score 1) per method over `records`."""
     model.eval().to(device)
     crops = MaskCrops(records, crop_size, seed=0, flip=False)
-    results: dict[str, list[dict]] = {"vqvae_hard": [], "vqvae_soft": [], "interp_baseline": [], "interp_literal": []}
+    interp = {"interp_baseline": "fair", "interp_literal": "literal"}  # name -> interp.py reduction
+    results: dict[str, list[dict]] = {name: [] for name in ("vqvae_hard", "vqvae_soft", *interp)}
+    grid = crop_size // model.cfg.downsample_ratio
     used: list[torch.Tensor] = []
     for start in range(0, len(crops), batch_size):
         idx = range(start, min(start + batch_size, len(crops)))
         x = torch.from_numpy(np.stack([crops.crop(i) for i in idx]))[:, None].to(device)  # (N, 1, S, S)
         recon = reconstruct(model, x, tau)
         used.append(recon.pop("indices"))
-        grid = crop_size // model.cfg.downsample_ratio
-        recon["interp_baseline"] = mask_interp_reconstruct(x[:, 0], grid, "fair")[:, None]
-        recon["interp_literal"] = mask_interp_reconstruct(x[:, 0], grid, "literal")[:, None]
+        for name, method in interp.items():
+            recon[name] = mask_interp_reconstruct(x[:, 0], grid, method)[:, None]
         for name, masks in recon.items():
             masks = masks[:, 0].float().cpu().numpy()
             for i, m in zip(idx, masks):
