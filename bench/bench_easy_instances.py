@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+from _runs import ROOT, override
+from _runs import ait as run
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[1]
 H, W = 120, 160
 SHAPES = {1: ("rectangle", (220, 60, 50)), 2: ("ellipse", (60, 180, 70)), 3: ("triangle", (60, 90, 220))}
 
@@ -93,23 +90,9 @@ def write_params(root: Path, args: argparse.Namespace) -> None:
                                          "train_json": "annotations/train.json", "val_images": "images",
                                          "val_json": "annotations/val.json"}
     params["solver"]["runs"]["insseg"]["steps"] = args.steps
-    for item in args.set:  # dotted.key=yaml-value, as `dvc exp run -S`
-        key, value = item.split("=", 1)
-        *parents, leaf = key.split(".")
-        tree = params
-        for part in parents:
-            tree = tree[part]
-        tree[leaf] = yaml.safe_load(value)
+    for item in args.set:
+        override(params, item)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def run(root: Path, *args: str) -> float:
-    start = time.perf_counter()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["ait", *args], cwd=root, env=env, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"ait {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return round(time.perf_counter() - start, 1)
 
 
 def main() -> None:

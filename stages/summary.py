@@ -9,17 +9,21 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.summary import markdown, summary_tables
+from pipeline.summary import markdown, read_spread, summary_tables
 from stages.tables import rich_table
+from stages.ui import fail_cleanly
 
 
+@fail_cleanly
 def main(
     prepared: Annotated[Path, typer.Option(help="prepared-data root")] = Path("data/prepared"),
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     md: Annotated[bool, typer.Option("--md", help="print GitHub markdown instead of rich tables")] = False,
+    spread: Annotated[Path | None, typer.Option(help="seeds.json of bench/bench_seeds.py: adds each figure's "
+                                                "seed spread and whether its gain exceeds it")] = None,
 ) -> None:
     """Print the key numbers of the last `dvc repro`: data, tokenizers, solvers."""
-    tables = summary_tables(prepared, results)
+    tables = summary_tables(prepared, results, read_spread(spread) if spread else None)
     if md:
         typer.echo(markdown(tables) if tables else "nothing produced yet: run `dvc repro`")
         return
