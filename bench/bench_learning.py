@@ -8,8 +8,8 @@ params is stated in fractions of the run (warm-up steps aside), so a longer budg
 
 Each (run, multiple) trains in its own folder under --runs-dir (named by its params' hash), cheapest
 first; one that already holds a result is not run again, so an interrupted sweep resumes. Prints one
-JSON object (also written to <out>/learning.json) and draws <out>/learning.png: the plotted score of
-each run against its steps, the baseline beside it.
+JSON object (also written to <out>/learning.json, with a markdown table in <out>/learning.md) and draws
+<out>/learning.png: the plotted score of each run against its steps, the baseline beside it.
 
     .venv/bin/python bench/bench_learning.py                                 # 1x, 3x, 10x: bench_out/
     .venv/bin/python bench/bench_learning.py --runs insseg --multiples 1 3 \
@@ -28,6 +28,10 @@ from _runs import ROOT, held_out, override, project_inputs, solver_run
 
 RUNS = ("depth", "insseg", "semseg")
 PLOTTED = {"depth": "rmse", "insseg": "box_ap50", "semseg": "miou"}  # the scores the demo's targets name
+# the demo's targets (README, "How quality grows with compute"), from the baseline where they are relative
+TARGETS = {"depth": lambda base: 0.6 * base, "insseg": lambda base: 0.25, "semseg": lambda base: 2 * base}
+TABLED = {"depth": ("rmse", "spread"), "insseg": ("box_ap50", "found", "box_ap"),
+          "semseg": ("miou", "pixel_acc")}
 
 
 def budget_params(params: dict, run: str, multiple: float, sets: list[str]) -> dict:
@@ -70,9 +74,11 @@ def plot(report: dict, path: Path) -> None:
         base = [r["held_out"][key]["baseline"] for r in rows]
         ax.plot(steps, model, "o-", label="solver (held-out rooms)")
         ax.plot(steps, base, "--", color="grey", label="image-blind baseline")
+        ax.plot(steps, [TARGETS[run](b) for b in base], ":", color="tab:green", label="target")
         for s, m, r in zip(steps, model, rows, strict=True):
-            ax.annotate(f"{r['seconds']['train'] / 60:.0f} min", (s, m), textcoords="offset points",
+            ax.annotate(f"{r['seconds']['train'] / 60:.1f} min", (s, m), textcoords="offset points",
                         xytext=(4, 6), fontsize=8)
+        ax.set_ylim(bottom=0)
         ax.set_xscale("log")
         ax.set_xticks(steps, [f"{s}\n({r['multiple']:g}x)" for s, r in zip(steps, rows, strict=True)])
         ax.minorticks_off()
@@ -83,6 +89,23 @@ def plot(report: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def markdown(report: dict) -> str:
+    """One row per (run, budget): steps, training minutes and the tabled scores as "model (baseline)";
+    spread is the correlation of the depth map's deviation from the mean map with the ground truth's,
+    found the share of ground-truth objects found at IoU >= 0.5 with the right class."""
+    lines = ["| run | steps | training | scores: model (baseline) |", "| --- | ---: | ---: | --- |"]
+    for run, rows in report["runs"].items():
+        for r in rows:
+            cells = []
+            for key in TABLED[run]:
+                score = r["held_out"][key]
+                base = f" ({score['baseline']:.4f})" if score["baseline"] is not None else ""
+                cells.append(f"{key} {score['value']:.4f}{base}")
+            budget = f"{r['steps']} ({r['multiple']:g}×) | {r['seconds']['train'] / 60:.1f} min"
+            lines.append(f"| {run} | {budget} | {'; '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -99,6 +122,7 @@ def main() -> None:
     report = sweep(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning.json").write_text(json.dumps(report, indent=1))
+    (args.out / "learning.md").write_text(markdown(report) + "\n")
     plot(report, args.out / "learning.png")
     print(json.dumps(report, indent=1))
 

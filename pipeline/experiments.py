@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.core.config import ConfigError
-from pipeline.core.params import from_dict
+from pipeline.core.params import from_dict, load_all
 from pipeline.summary import SummaryTable
 
 
@@ -87,7 +88,10 @@ def load_ablations(path: str | Path) -> dict[int, Ablation]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: ablations file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     tables = raw.get("tables") if isinstance(raw, dict) else None
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"{path}: expected a non-empty mapping under 'tables'")
@@ -118,7 +122,7 @@ def _checked(table: Ablation, number: int) -> Ablation:
 def get_table(tables: dict[int, Ablation], name: str) -> tuple[int, Ablation]:
     """The table a user typed ("7"); anything else is a one-line error listing the known numbers."""
     known = ", ".join(str(n) for n in tables)
-    if not name.strip().isdigit() or int(name) not in tables:
+    if not (name.strip().isascii() and name.strip().isdigit()) or int(name) not in tables:
         raise ConfigError(f"unknown table {name!r}: ablations.yaml has tables {known}")
     return int(name), tables[int(name)]
 
@@ -167,7 +171,9 @@ def render_value(value: Any) -> str:
         return "{" + ",".join(f"{k}:{render_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(render_value(v) for v in value) + "]"
-    return json.dumps(value)
+    if isinstance(value, str) and "\\" in value:
+        raise ConfigError(f"value {value!r}: Hydra's -S grammar would keep its backslashes doubled; use '/'")
+    return json.dumps(value, ensure_ascii=False)  # Hydra reads "\u00e9" as six characters, not "é"
 
 
 def flag_key(flag: str) -> str:
@@ -195,6 +201,33 @@ def check_keys(exps: Iterable[Experiment], extra: Sequence[str], params: dict) -
     for flag in flags:
         if not flag.lstrip().startswith("+") and flag_key(flag) not in known:
             raise ConfigError(f"-S {flag_key(flag)}: not a key of params.yaml (prefix '+' to add a new one)")
+
+
+def check_values(exps: Iterable[Experiment], extra: Sequence[str], params: Path) -> None:
+    """Fail before queueing anything when a row's overrides, applied to a copy of params the way DVC
+    applies them (its own Hydra merge), give params the schema refuses: the error would otherwise appear
+    only in that row's `dvc queue logs`, after the rows before it were queued."""
+    from dvc.utils.hydra import apply_overrides
+
+    for exp in exps:
+        argv = command(exp, extra, "temp")
+        flags = [argv[i + 1] for i, word in enumerate(argv) if word == "-S"]
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "params.yaml"
+            shutil.copyfile(params, copy)
+            try:
+                apply_overrides(copy, flags)
+            except Exception as e:  # DVC's InvalidArgumentError, with Hydra's reason
+                raise ConfigError(f"{exp.name}: dvc cannot apply its -S overrides ({one_line(e)})") from None
+            try:
+                load_all(copy)
+            except ConfigError as e:
+                where = f"{params} with its -S"
+                raise ConfigError(f"{exp.name}: {str(e).replace(str(copy), where)}") from None
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def command(exp: Experiment, extra: Sequence[str], mode: Literal["queue", "temp"]) -> list[str]:

@@ -27,6 +27,11 @@ from pipeline.token_cache.read import (
 )
 from pipeline.tokenizer_training.codes import usage_stats
 
+# What `--verify` reads and what it cannot: the manifest records a sha256 per tar shard, none for the zarr
+# store the code statistics are read from (its chunks carry no checksum either).
+VERIFIED = {"verified": "every tar shard's sha256 against the manifest",
+            "not_verified": "tokens.zarr (no digest recorded; the code statistics are read from it)"}
+
 
 def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
     """Per-split counts, sizes and code-usage statistics of the cache at `path` (`verify`: shard sha256)."""
@@ -46,7 +51,8 @@ def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
             "code_usage": usage_stats(code_counts(tokens, k)),
         }
     return {"path": str(path), "task": m["task"], "variant": m["variant"],
-            "tokenizer_hash": info.tokenizer_hash, "num_embeddings": k, "splits": splits, "verified": verify}
+            "tokenizer_hash": info.tokenizer_hash, "num_embeddings": k, "splits": splits,
+            **(VERIFIED if verify else {"verified": False})}
 
 
 def foreign_variant(path: Path, variant: str | None) -> str | None:

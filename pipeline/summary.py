@@ -29,7 +29,18 @@ class SummaryTable:
 
 
 def _load(root: Path, pattern: str) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(root).glob(pattern))}
+    """{folder name: its JSON object}; a file that is not one is a one-line error naming it."""
+    out = {}
+    for path in sorted(Path(root).glob(pattern)):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a readable stage output ({type(e).__name__}); "
+                              "re-run the stage that writes it (`dvc repro`)") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a stage output (a JSON object); re-run `dvc repro`")
+        out[path.parent.name] = data
+    return out
 
 
 def prepared_table(root: Path) -> SummaryTable | None:

@@ -25,6 +25,7 @@ from pipeline.core.params import read_params
 from pipeline.experiments import (
     check_keys,
     check_rows,
+    check_values,
     command,
     get_table,
     load_ablations,
@@ -55,10 +56,13 @@ def main(
     """Queue (default), print (--dry-run) or run (--run) one DVC experiment per row of a paper TABLE."""
     if dry_run and run:
         raise ConfigError("--dry-run and --run exclude each other")
+    if timings is not None and not run:
+        raise ConfigError("--timings: only --run measures rows (queued rows run later, under dvc queue)")
     number, spec = get_table(load_ablations(ablations), table)
     exps = select(number, spec, rows or [])
     extra = list(set_ or [])
     check_keys(exps, extra, read_params(params))
+    check_values(exps, extra, params)
     commands = [command(e, extra, "temp" if run else "queue") for e in exps]
     names = [e.name for e in exps]
     if dry_run:

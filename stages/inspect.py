@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.core.viz import save_png
@@ -24,9 +25,11 @@ app = typer.Typer(no_args_is_help=True, help="Inspect pipeline outputs (token ca
 
 
 def _table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary['path']}: {summary['task']} cache of {summary['variant']} "
-                        f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']}"
-                        f"{'; every shard sha256 verified' if summary['verified'] else ''})")
+    checked = f"; verified: {summary['verified']}; not verified: {summary['not_verified']}" \
+        if summary["verified"] else ""
+    title = (f"{summary['path']}: {summary['task']} cache of {summary['variant']} "
+             f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']}{checked})")
+    table = Table(title=escape(title))
     for name in ("split", "samples", "shards", "bytes", "tokens/sample", "code count min/median/max",
                  "perplexity", "unused codes"):
         table.add_column(name, justify="left" if name == "split" else "right")
@@ -51,7 +54,7 @@ def cache(
     summary = summarize_cache(path, verify)
     warning = foreign_variant(path, summary["variant"])
     if warning:
-        console.print(warning, soft_wrap=True)
+        console.print(warning, soft_wrap=True, markup=False)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
     else:

@@ -32,11 +32,35 @@ def leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def merged(params: dict, overlay: dict) -> dict:
+def merged(params: dict, overlay: dict, prefix: str = "") -> dict:
+    """params with overlay's leaves written over it; a mapping over a value, or an empty mapping (which
+    `-S key={}` would merge as nothing), is refused naming the key."""
     out = dict(params)
     for key, value in overlay.items():
-        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) and value else value
+        path = f"{prefix}{key}"
+        if value == {}:
+            raise ConfigError(f"{path}: an empty mapping changes nothing under dvc's -S merge; list its keys")
+        if isinstance(value, dict):
+            base = out.get(key)
+            if base is not None and not isinstance(base, dict):
+                raise ConfigError(f"{path}: a mapping over the value {base!r}")
+            value = merged(base or {}, value, path + ".")
+        out[key] = value
     return out
+
+
+def read_overlay(path: Path, what: str) -> dict:
+    """A YAML mapping, or one line naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: expected a non-empty mapping of params sections, got "
+                          f"{type(raw).__name__}")
+    return raw
 
 
 @fail_cleanly
@@ -47,9 +71,10 @@ def main(
     """Print `-S key=value` overrides that apply the PRESETS (in order) with `dvc exp run`."""
     overlay: dict = {}
     for preset in presets:
-        overlay = merged(overlay, yaml.safe_load(preset.read_text()) or {})
+        overlay = merged(overlay, read_overlay(preset, "preset"))
     names = " + ".join(str(p) for p in presets)
-    combined = merged(yaml.safe_load(params.read_text()), overlay)
+    base = read_overlay(params, "params")
+    combined = merged(base, overlay)
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / "params.yaml"
         check.write_text(yaml.safe_dump(combined))
@@ -57,7 +82,7 @@ def main(
             load_all(check)
         except ConfigError as e:
             raise ConfigError(str(e).replace(str(check), f"{params} + {names}")) from None
-    known = {k for k, _ in leaves(yaml.safe_load(params.read_text()))}
+    known = {k for k, _ in leaves(base)}
     typer.echo(" ".join(f"-S {flag}" for flag in override_flags(overlay, known)))
 
 
@@ -70,7 +95,12 @@ def override_flags(overlay: dict, known: set[str]) -> list[str]:
     """
     flags = []
     for key, value in leaves(overlay):
-        flag = ("" if key in known else "+") + f"{key}={json.dumps(value, separators=(',', ':'))}"
+        # ensure_ascii=False: Hydra would read "\u00e9" back as six characters, not "é"
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        flag = ("" if key in known else "+") + f"{key}={text}"
+        if "\\" in flag:
+            raise ConfigError(f"{key}: value {value!r} has a backslash, which dvc's -S grammar doubles; "
+                              "use '/'")
         if any(c.isspace() for c in flag):
             raise ConfigError(f"{key}: value {value!r} contains whitespace, which `$(ait preset ...)` "
                               "cannot pass to dvc; set it with a quoted -S by hand")

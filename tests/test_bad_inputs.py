@@ -418,7 +418,8 @@ ARTIFACT_CASES = [
                                                             "data/tokens/depth_mask50", "--verify"),
          "shard-000000.tar: sha256 differs from the manifest's"),
     Case("intact cache, inspect --verify", _then(lambda r: None, "inspect", "cache", "--json", "--verify",
-                                                 "data/tokens/depth_mask50"), '"verified": true', "ok"),
+                                                 "data/tokens/depth_mask50"),
+         '"not_verified": "tokens.zarr (no digest recorded', "ok"),
     Case("cache shard truncated", _edit_file(SHARD, _truncate, *SOLVER), "shard missing or not"),
     Case("cache manifest missing", _edit_file("data/tokens/depth_mask50/manifest.json", Path.unlink, *SOLVER),
          "not a complete token cache (no manifest.json"),
@@ -438,13 +439,66 @@ ARTIFACT_CASES = [
          "train.jsonl: prepared manifest not found (run `dvc repro prepare`)"),
 ]
 
-CASES = PARAMS_CASES + DATA_CASES + ARTIFACT_CASES
+ABLATIONS = str(ROOT / "ablations.yaml")
+
+
+def _file(rel: str, text: str, *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        return list(args)
+
+    return setup
+
+
+def _bracket_cache(root: Path) -> None:
+    shutil.copytree(root / "data/tokens/depth_mask50", root / "data/tokens/[bold]x")
+
+
+def _preset(text: str) -> Callable[[Path], list[str]]:
+    return _file("p.yaml", text, "preset", "p.yaml")
+
+
+def _ablate(*args: str) -> Callable[[Path], list[str]]:
+    return lambda root: ["ablate", *args, "--ablations", ABLATIONS]
+
+
+# the commands that are not stages: presets, ablations, reports, summaries, inspection
+CLI_CASES = [
+    Case("preset file missing", lambda r: ["preset", "absent.yaml"], "absent.yaml: preset file not found"),
+    Case("preset YAML syntax", _preset("base: [\n"), "p.yaml: not valid YAML"),
+    Case("preset top level a list", _preset("- base\n"),
+         "p.yaml: expected a non-empty mapping of params sections, got list"),
+    Case("preset mapping over a value", _preset("base: {seed: {x: 1}}\n"),
+         "base.seed: a mapping over the value"),
+    Case("preset empty mapping", _preset("solver: {runs: {}}\n"),
+         "solver.runs: an empty mapping changes nothing under dvc's -S merge"),
+    Case("preset backslash in a value", _preset("data: {tasks: {depth: {root: 'C:\\\\nyu'}}}\n"),
+         "has a backslash, which dvc's -S grammar doubles"),
+    Case("preset non-ASCII value", _preset("data: {tasks: {depth: {root: données}}}\n"),
+         '-S data.tasks.depth.root="données"', "ok"),
+    Case("ablate table not ASCII digits", _ablate("²", "--dry-run"), "unknown table '²'"),
+    Case("report table not ASCII digits", lambda r: ["report", "²", "--ablations", ABLATIONS],
+         "unknown table '²'"),
+    Case("ablations YAML syntax", _file("a.yaml", "tables: [\n", "ablate", "1", "--dry-run", "--ablations",
+                                        "a.yaml"), "a.yaml: not valid YAML"),
+    Case("ablate -S value out of range", _ablate("1", "--dry-run", "-S", "tokenizer.depth.train.steps=-5"),
+         "tokenizer.depth.train.steps: must be ≥ 1, got -5"),
+    Case("ablate --timings without --run", _ablate("1", "--timings", "t.json"),
+         "--timings: only --run measures rows"),
+    Case("summary over a corrupt metrics.json", _file("results/evaluate/depth/metrics.json", "{", "summary"),
+         "metrics.json: not a readable stage output (JSONDecodeError)"),
+    Case("inspect a cache whose path reads as markup",
+         _then(_bracket_cache, "inspect", "cache", "data/tokens/[bold]x"), "data/tokens/[bold]x:", "ok"),
+]
+
+CASES = PARAMS_CASES + DATA_CASES + ARTIFACT_CASES + CLI_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_or_a_reported_skip(case, project):
     args = case.setup(project)
-    if "--params" not in args and args[0] != "inspect":
+    if "--params" not in args and args[0] not in ("inspect", "report", "summary"):
         args += ["--params", str(project / "params.yaml")]
     result = _invoke(args, project)
     outcome = _outcome(result, project, case)
