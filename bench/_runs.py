@@ -72,11 +72,14 @@ def _folder(root: Path, name: str, params: dict) -> Path:
     return folder
 
 
-def _steps(folder: Path, cwd: Path, commands: dict[str, list[str]]) -> dict:
+def _steps(folder: Path, cwd: Path, commands: dict[str, list[str]], only_done: bool = False) -> dict | None:
     """Run each named `ait` command in cwd unless an earlier call finished it (its seconds are kept in
-    folder/seconds.json): {"folder", "seconds", "metrics"} with folder/results/metrics.json."""
+    folder/seconds.json): {"folder", "seconds", "metrics"} with folder/results/metrics.json. With
+    `only_done`, run nothing: None unless every command has finished."""
     record = folder / "seconds.json"
     seconds = json.loads(record.read_text()) if record.is_file() else {}
+    if only_done and not set(commands) <= set(seconds):
+        return None
     for name, args in commands.items():
         if name not in seconds:
             seconds[name] = ait(cwd, *args)
@@ -85,14 +88,15 @@ def _steps(folder: Path, cwd: Path, commands: dict[str, list[str]]) -> dict:
             "metrics": json.loads((folder / "results/metrics.json").read_text())}
 
 
-def solver_run(root: Path, run: str, params: dict, inputs: dict[str, Path]) -> dict:
+def solver_run(root: Path, run: str, params: dict, inputs: dict[str, Path],
+               only_done: bool = False) -> dict | None:
     """`ait train-solver` + `ait evaluate` of `run` under `params`, in a folder of root. The commands run
     in the project (its prepared records name files relative to it) and write only into the folder; an
-    interrupted training resumes from its state there."""
+    interrupted training resumes from its state there. `only_done`: None unless it has finished."""
     f = _folder(root, run, params)
     shared = ["--params", str(f / "params.yaml"), "--tokenizers", str(inputs["tokenizers"]),
               "--caches", str(inputs["caches"])]
-    return _steps(f, inputs["project"], {
+    return _steps(f, inputs["project"], only_done=only_done, commands={
         "train": ["train-solver", run, *shared, "--out", str(f / "model"), "--state-dir", str(f / "state"),
                   "--live-dir", str(f / "live")],
         "evaluate": ["evaluate", run, *shared, "--prepared", str(inputs["prepared"]), "--model-dir",

@@ -47,16 +47,18 @@ def budget_params(params: dict, run: str, multiple: float, sets: list[str]) -> d
 def sweep(args: argparse.Namespace) -> dict:
     params = yaml.safe_load((args.project / "params.yaml").read_text())
     inputs = project_inputs(args.project)
-    rows: dict[str, list[dict]] = {run: [] for run in args.runs}
+    rows: dict[str, list[dict]] = {run: [] for run in args.runs}  # a run without any budget yet: no panel
     for multiple in sorted(args.multiples):
         for run in args.runs:
             p = budget_params(params, run, multiple, args.set)
-            result = solver_run(args.runs_dir, run, p, inputs)
+            result = solver_run(args.runs_dir, run, p, inputs, only_done=args.only_done)
+            if result is None:
+                continue
             rows[run].append({"multiple": multiple, "steps": p["solver"]["runs"][run]["steps"],
                               "folder": result["folder"], "seconds": result["seconds"],
                               "held_out": held_out(result["metrics"])[run]})
             print(f"{run} x{multiple:g}: {rows[run][-1]['held_out'][PLOTTED[run]]}", flush=True)
-    return {"project": str(args.project), "set": args.set, "runs": rows}
+    return {"project": str(args.project), "set": args.set, "runs": {r: v for r, v in rows.items() if v}}
 
 
 def plot(report: dict, path: Path) -> None:
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--multiples", nargs="+", type=float, default=[1, 3, 10])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params override for every run (dotted key, YAML value); repeatable")
+    parser.add_argument("--only-done", action="store_true", help="train nothing: report the runs that exist")
     args = parser.parse_args()
     args.project, args.runs_dir = args.project.resolve(), args.runs_dir.resolve()
     report = sweep(args)
