@@ -6,9 +6,10 @@ result. This bench re-trains, with `base.seed` = each of --seeds and nothing els
   tokenizers and token caches (a project where `make repro` ran; nothing there is written);
 - with --tokenizers, the tokenizer variants (`ait train-tokenizer` + `ait eval-tokenizer`), VQ-VAE
   against the interpolation tokenizer (the paper's Table 12 comparison; depth inside the holes too).
-Each score gets mean, sample standard deviation, min and max over the seeds, and a verdict: `separated`
-when the gap between the model's and the baseline's means exceeds twice their pooled standard deviation
-(2·sqrt(sd_model² + sd_baseline²); image-blind baselines do not depend on the seed). Every run has its
+Each score gets mean, sample standard deviation, min and max over the seeds, and a verdict: `better
+beyond spread` (or `worse beyond spread`) when the gap between the model's and the baseline's means
+exceeds twice their pooled standard deviation (2·sqrt(sd_model² + sd_baseline²); image-blind baselines
+do not depend on the seed), else `within spread`. Every run has its
 own folder under --runs-dir, named by its params' hash, and is not run again once it holds a result (an
 interrupted bench resumes; seed 0 is bench_learning.py's 1x run). Prints one JSON object, also written
 to <out>/seeds.json (what `ait summary --spread` reads).
@@ -71,7 +72,8 @@ def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
             gap = row["value"]["mean"] - row["baseline"]["mean"]
             row["gain"] = -gap if row["lower_is_better"] else gap
             noise = 2 * math.hypot(row["value"]["sd"], row["baseline"]["sd"])
-            row["verdict"] = "separated" if abs(gap) > noise else "within spread"
+            row["verdict"] = ("within spread" if abs(gap) <= noise else
+                              "better beyond spread" if row["gain"] > 0 else "worse beyond spread")
         out[key] = row
     return out
 

@@ -5,7 +5,8 @@ README's demo results are this module's markdown, so every figure there comes fr
 With a seed-spread file (`bench/bench_seeds.py`'s seeds.json: the same runs re-trained with other seeds),
 the tokenizer and solver tables gain, per compared figure, the standard deviation of the model's figure
 over the seeds and whether its difference to the baseline (the interpolation tokenizer; the image-blind
-baseline) exceeds twice the pooled deviation ("separated") or not ("within spread")."""
+baseline) exceeds twice the pooled deviation ("better" or "worse beyond spread") or not ("within
+spread")."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ SPREAD_COLUMNS = ("seed sd", "vs baseline")
 METHODS = ("vqvae_hard", "vqvae_soft", "interp_baseline", "interp_literal")
 HOLE_METHODS = ("vqvae_hard", "interp_baseline", "interp_literal")
 SPREAD_NOTE = ("; seed sd: the model's standard deviation over the seeds of bench/bench_seeds.py; "
-               "vs baseline: separated when the means differ by more than twice the pooled deviation")
+               "vs baseline: beyond spread when the means differ by more than twice the pooled deviation")
 
 
 def read_spread(path: Path) -> dict:

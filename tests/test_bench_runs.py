@@ -65,7 +65,9 @@ def test_held_out_reads_every_score_of_the_task_table_as_a_number():
 
 def test_the_seed_verdict_needs_a_gap_beyond_twice_the_pooled_spread():
     rows = [{"miou": {"value": v, "baseline": 0.08, "lower_is_better": False}} for v in (0.11, 0.12, 0.13)]
-    assert summarise(rows)["miou"]["verdict"] == "separated"  # gain 0.04 > 2 x 0.01
+    assert summarise(rows)["miou"]["verdict"] == "better beyond spread"  # gain 0.04 > 2 x 0.01
     rows = [{"miou": {"value": v, "baseline": 0.08, "lower_is_better": False}} for v in (0.06, 0.12, 0.18)]
     row = summarise(rows)["miou"]
     assert row["verdict"] == "within spread" and row["value"]["sd"] == pytest.approx(0.06)
+    rows = [{"rmse": {"value": v, "baseline": 0.9, "lower_is_better": True}} for v in (1.0, 1.01, 1.02)]
+    assert summarise(rows)["rmse"]["verdict"] == "worse beyond spread"  # higher error than the baseline

@@ -58,7 +58,7 @@ def test_summary_without_outputs_says_what_to_run(tmp_path):
 
 
 def _seed_rows(values: list[float], baseline: float, key: str = "rmse") -> list[dict]:
-    return [{key: {"value": v, "baseline": baseline, "lower_is_better": key == "rmse"}} for v in values]
+    return [{key: {"value": v, "baseline": baseline, "lower_is_better": key.endswith("rmse")}} for v in values]
 
 
 def test_summary_with_the_seed_bench_file_marks_which_gains_exceed_the_spread(tmp_path):
@@ -82,13 +82,13 @@ def test_summary_with_the_seed_bench_file_marks_which_gains_exceed_the_spread(tm
     (tmp_path / "seeds.json").write_text(json.dumps(spread))
     args = ["summary", "--md", "--prepared", str(tmp_path / "none"), "--results", str(results)]
     lines = CliRunner().invoke(app, [*args, "--spread", str(tmp_path / "seeds.json")]).output.splitlines()
-    # gain 0.26 against 2 x 0.02: separated; the joint run was not re-seeded: no claim either way
+    # gain 0.26 against 2 x 0.02: beyond the spread; the joint run was not re-seeded: no claim either way
     row = "| {} | depth RMSE (m) | 0.7200 | 0.9800 | +0.2600 | 0.2000 | {} |"
-    assert row.format("depth", "±0.0200 (n=3) | separated") in lines
+    assert row.format("depth", "±0.0200 (n=3) | better beyond spread") in lines
     assert row.format("joint", " | ") in lines
-    # valid pixels: 0.001 apart against 2 x 0.01 (within); holes: 0.05 apart against 2 x 0.01 (separated)
+    # valid pixels: 0.001 apart against 2 x 0.01 (within); holes: 0.05 apart against 2 x 0.01 (beyond)
     assert ("| depth_a | RMSE (m) | 0.1100 | - | 0.1090 | - | 0.4000 | 0.4500 | - | ±0.0100 (n=3) "
-            "| within spread | ±0.0100 (n=3) | separated |") in lines
+            "| within spread | ±0.0100 (n=3) | better beyond spread |") in lines
 
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
