@@ -55,10 +55,10 @@ def sweep(args: argparse.Namespace) -> dict:
             if result is None:
                 continue
             rows[run].append({"multiple": multiple, "steps": p["solver"]["runs"][run]["steps"],
-                              "folder": result["folder"], "seconds": result["seconds"],
+                              "folder": Path(result["folder"]).name, "seconds": result["seconds"],
                               "held_out": held_out(result["metrics"])[run]})
             print(f"{run} x{multiple:g}: {rows[run][-1]['held_out'][PLOTTED[run]]}", flush=True)
-    return {"project": str(args.project), "set": args.set, "runs": {r: v for r, v in rows.items() if v}}
+    return {"set": args.set, "runs": {r: v for r, v in rows.items() if v}}
 
 
 def plot(report: dict, path: Path) -> None:

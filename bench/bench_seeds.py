@@ -12,7 +12,7 @@ exceeds twice their pooled standard deviation (2·sqrt(sd_model² + sd_baseline�
 do not depend on the seed), else `within spread`. Every run has its
 own folder under --runs-dir, named by its params' hash, and is not run again once it holds a result (an
 interrupted bench resumes; seed 0 is bench_learning.py's 1x run). Prints one JSON object, also written
-to <out>/seeds.json (what `ait summary --spread` reads).
+to <out>/seeds.json (what `ait summary --spread` reads), with a markdown table in <out>/seeds.md.
 
     .venv/bin/python bench/bench_seeds.py --tokenizers
 """
@@ -78,11 +78,29 @@ def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def markdown(report: dict) -> str:
+    """One row per (solver run or tokenizer variant, score): each seed's figure, mean ± sd, the baseline
+    (image-blind; for tokenizers the interpolation tokenizer) and the verdict."""
+    seeds = ", ".join(map(str, report["seeds"]))
+    lines = [f"| what | score | seeds {seeds} | mean ± sd | baseline | verdict |",
+             "| --- | --- | --- | ---: | ---: | --- |"]
+    for section in ("solver", "tokenizer"):
+        for name, scores in report[section].items():
+            for key, row in scores.items():
+                if "value" not in row:
+                    continue
+                v = row["value"]
+                base = f"{row['baseline']['mean']:.4f}" if "baseline" in row else ""
+                lines.append(f"| {section} {name} | {key} | {', '.join(f'{x:.4f}' for x in v['values'])} | "
+                             f"{v['mean']:.4f} ± {v['sd']:.4f} | {base} | {row.get('verdict', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=ROOT, help="where `make repro` ran (default: here)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "bench_out/runs", help="one folder per run")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out", help="where seeds.json goes")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out", help="seeds.json, seeds.md")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", nargs="*", choices=RUNS, default=list(RUNS))
     parser.add_argument("--tokenizers", action="store_true", help="also re-train every tokenizer variant")
@@ -90,7 +108,7 @@ def main() -> None:
     project, runs_dir = args.project.resolve(), args.runs_dir.resolve()
     params = yaml.safe_load((project / "params.yaml").read_text())
     inputs = project_inputs(project)
-    report: dict = {"project": str(project), "seeds": args.seeds, "solver": {}, "tokenizer": {}}
+    report: dict = {"seeds": args.seeds, "solver": {}, "tokenizer": {}}
     for run in args.runs:
         per_seed = [held_out(solver_run(runs_dir, run, seeded(params, s), inputs)["metrics"])[run]
                     for s in args.seeds]
@@ -103,6 +121,7 @@ def main() -> None:
         print(f"tokenizer {variant}: done", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seeds.json").write_text(json.dumps(report, indent=1))
+    (args.out / "seeds.md").write_text(markdown(report) + "\n")
     print(json.dumps(report, indent=1))
 
 

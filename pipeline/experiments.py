@@ -194,6 +194,14 @@ def param_paths(tree: dict, prefix: str = "") -> set[str]:
     return out
 
 
+def check_mode(dry_run: bool, run: bool, timings: Path | None) -> None:
+    """`ait ablate`'s three modes exclude each other; only --run measures rows."""
+    if dry_run and run:
+        raise ConfigError("--dry-run and --run exclude each other")
+    if timings is not None and not run:
+        raise ConfigError("--timings: only --run measures rows (queued rows run later, under dvc queue)")
+
+
 def check_keys(exps: Iterable[Experiment], extra: Sequence[str], params: dict) -> None:
     """Fail before queueing anything when an override names a key params.yaml lacks (a typo or stale key)."""
     known = param_paths(params)

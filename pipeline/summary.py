@@ -54,7 +54,8 @@ def prepared_table(root: Path) -> SummaryTable | None:
 SPREAD_COLUMNS = ("seed sd", "vs baseline")
 METHODS = ("vqvae_hard", "vqvae_soft", "interp_baseline", "interp_literal")
 HOLE_METHODS = ("vqvae_hard", "interp_baseline", "interp_literal")
-SPREAD_NOTE = ("; seed sd: the model's standard deviation over the seeds of bench/bench_seeds.py; "
+SPREAD_NOTE = ("; seed sd: the model's standard deviation over the seeds of bench/bench_seeds.py (objects "
+               "found: of the share found with the right class); "
                "vs baseline: beyond spread when the means differ by more than twice the pooled deviation")
 
 

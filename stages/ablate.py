@@ -20,10 +20,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.core.config import ConfigError
 from pipeline.core.params import read_params
 from pipeline.experiments import (
     check_keys,
+    check_mode,
     check_rows,
     check_values,
     command,
@@ -54,10 +54,7 @@ def main(
     params: Annotated[Path, typer.Option(help=PARAMS_HELP)] = Path("params.yaml"),
 ) -> None:
     """Queue (default), print (--dry-run) or run (--run) one DVC experiment per row of a paper TABLE."""
-    if dry_run and run:
-        raise ConfigError("--dry-run and --run exclude each other")
-    if timings is not None and not run:
-        raise ConfigError("--timings: only --run measures rows (queued rows run later, under dvc queue)")
+    check_mode(dry_run, run, timings)
     number, spec = get_table(load_ablations(ablations), table)
     exps = select(number, spec, rows or [])
     extra = list(set_ or [])

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One core per worker: two processes each spinning two torch threads on two cores slow each other
@@ -34,6 +35,14 @@ LONGEST_FIRST = ("test_dvc_pipeline.py", "test_paper_scale.py", "test_dvc_reruns
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
+# Generated inputs (tests/test_generated_inputs.py): the suite draws the same few examples on every run;
+# `--hypothesis-profile long` (hypothesis' own pytest option, applied after this) draws many, at random.
+_SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=_SLOW_OK)
+settings.register_profile("long", max_examples=600, deadline=None, suppress_health_check=_SLOW_OK)
+settings.load_profile("ci")
 
 # The read-only real-data samples live next to the repository, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

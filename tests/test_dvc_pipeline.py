@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from stages.preset import leaves
+from pipeline.presets import leaves
 from tests.dvc_repo import DvcRepo, stages_ran, stages_restored
 from tests.tiny import merge, write_params
 

@@ -11,9 +11,9 @@ import yaml
 from pipeline.core.params import load_all
 from pipeline.models.ait import build_ait, solver_config
 from pipeline.models.vqvae import VQVAE
+from pipeline.presets import merged
 from pipeline.tasks.insseg import sequence as insseg_task
 from pipeline.tasks.registry import vocab_for
-from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_preset_line_survives_unquoted_shell_expansion(presets):
     overlay = {}
     for p in presets:
         overlay = merged(overlay, yaml.safe_load((ROOT / p).read_text()))
-    from stages.preset import leaves
+    from pipeline.presets import leaves
     assert applied == dict(leaves(overlay))
 
 
@@ -93,7 +93,7 @@ REHEARSAL_KNOBS = ("steps", "batch_size", "num_workers", "log_every", "checkpoin
 
 
 def test_rehearsal_only_cuts_lengths_batches_workers_and_data():
-    from stages.preset import leaves
+    from pipeline.presets import leaves
     rehearsal = yaml.safe_load((ROOT / "presets/rehearsal.yaml").read_text())
     changed = [k for k, _ in leaves(rehearsal) if not k.startswith("data.tasks.")]
     assert changed and all(any(f".{knob}" in k for knob in REHEARSAL_KNOBS) for k in changed), changed

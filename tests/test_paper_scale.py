@@ -42,6 +42,7 @@ from pipeline.geometry.views import dense_views, extract_views, views_to_json
 from pipeline.jobs import train_solver as solver_run
 from pipeline.models.ait import build_ait, param_groups, solver_config
 from pipeline.models.vqvae import VQVAE, grid_shape, load_vqvae
+from pipeline.presets import merged
 from pipeline.solver_training.steps import TrainStep
 from pipeline.solver_training.train import Cadence, Trainer, fit
 from pipeline.tasks.depth.augment import DEPTH_DRAW_SIZE
@@ -51,7 +52,6 @@ from pipeline.tasks.insseg.task import infer_instances
 from pipeline.tasks.registry import get_task, vocab_for
 from pipeline.token_cache.read import ZarrTokens, decode_sample, iter_tar_samples, open_cache
 from stages.cli import app
-from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 NYU_TRAIN_LIST = "nyudepthv2_sample_train_files_with_gt.txt"

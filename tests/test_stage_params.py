@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.core.params import record_reads
-from stages.preset import leaves
+from pipeline.presets import leaves
 from tests.tiny import ROOT, TINY_PIPELINE, merge, tiny_params, write_params
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,10 @@ from pipeline.core.errors import DataError
 class CocoIndex:
     """One COCO json plus its image folder; ids and annotations come back in ascending id order."""
 
-    def __init__(self, coco: COCO, json_path: Path, image_dir: Path) -> None:
+    def __init__(self, coco: COCO, json_path: Path, image_dir: Path,
+                 set_aside: list[tuple[Any, str]] | None = None) -> None:
         self.coco = coco
+        self.set_aside = set_aside or []  # annotations pycocotools cannot index, with the reason
         self.json_path = json_path
         self.image_dir = image_dir
         self._image_ids = sorted(coco.imgs)
@@ -59,6 +61,14 @@ class CocoIndex:
         self.image_record(image_id)  # an unknown id is an error, not an empty list
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
         return sorted(anns, key=lambda a: a["id"])
+
+    def unattached(self) -> list[tuple[Any, str]]:
+        """(annotation, reason) of every annotation no image holds: those set aside before indexing and
+        those whose `image_id` names no image of the json."""
+        orphans = sorted((a for a in self.coco.anns.values() if a["image_id"] not in self.coco.imgs),
+                         key=lambda a: a["id"])
+        return self.set_aside + [(a, f"image_id {a['image_id']!r} is not the id of an image of the json")
+                                 for a in orphans]
 
     def ann_to_mask(self, ann: dict[str, Any]) -> np.ndarray:
         """Binary `(H, W)` uint8 mask of one annotation (polygon or RLE) at its image's size."""
@@ -111,6 +121,9 @@ def load_coco(json_path: Path, image_dir: Path) -> CocoIndex:
         if not isinstance(dataset.get(key), list):
             raise DataError(f"{json_path}: missing list '{key}'")
     _check_ids(json_path, dataset)
+    annotations = dataset.get("annotations") or []
+    set_aside = [(a, reason) for a in annotations if (reason := _unindexable(a))]
+    dataset = dict(dataset, annotations=[a for a in annotations if not _unindexable(a)])
     coco = COCO()
     coco.dataset = dataset
     try:
@@ -118,12 +131,23 @@ def load_coco(json_path: Path, image_dir: Path) -> CocoIndex:
             coco.createIndex()
     except (KeyError, TypeError) as e:
         raise DataError(f"{json_path}: malformed COCO record ({type(e).__name__}: {e})") from None
-    return CocoIndex(coco, json_path, image_dir)
+    return CocoIndex(coco, json_path, image_dir, set_aside)
+
+
+def _unindexable(ann: dict[str, Any]) -> str | None:
+    """Why pycocotools could not index one annotation (it keys its tables by these two ids), or None."""
+    for key in ("image_id", "category_id"):
+        if key not in ann:
+            return f"no {key}"
+        if not isinstance(ann[key], int | str | float | None):
+            return f"{key} {ann[key]!r} is not an id"
+    return None
 
 
 def _check_ids(json_path: Path, dataset: dict[str, Any]) -> None:
-    """Integer, unique ids: pycocotools indexes by them and silently keeps the last of two equal ones."""
-    for key in ("images", "annotations"):
+    """Integer, unique ids (images, annotations, categories): pycocotools indexes by them and silently keeps
+    the last of two equal ones; every category named."""
+    for key in ("images", "annotations", "categories"):
         seen: set[int] = set()
         for record in dataset.get(key) or []:
             rid = record.get("id") if isinstance(record, dict) else None
@@ -132,6 +156,9 @@ def _check_ids(json_path: Path, dataset: dict[str, Any]) -> None:
             if rid in seen:
                 raise DataError(f"{json_path}: duplicate {key} id {rid}")
             seen.add(rid)
+    for category in dataset["categories"]:
+        if not isinstance(category.get("name"), str) or not category["name"]:
+            raise DataError(f"{json_path}: category {category['id']} has no name")
 
 
 def coco_from_records(records: list[dict[str, Any]], categories: list[dict[str, Any]]) -> COCO:

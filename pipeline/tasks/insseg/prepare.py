@@ -51,12 +51,38 @@ def check_annotation(ann: dict, width: int, height: int, category_ids: set[int])
     seg = ann.get("segmentation")
     if not seg:
         return "empty segmentation"
+    problem = segmentation_problem(seg, width, height)
+    if problem:
+        return f"unreadable segmentation ({problem})"
     try:
         area = float(mask_utils.area(coco.segmentation_to_rle(seg, height, width)))
     except Exception as e:  # pycocotools raises bare Exceptions on malformed polygons
         return f"unreadable segmentation ({one_line(e)})"
     if area <= 0:
         return "segmentation covers no pixel"
+    return None
+
+
+def segmentation_problem(seg, width: int, height: int) -> str | None:
+    """What makes a segmentation unreadable, checked before pycocotools sees it (it takes a 4-number
+    polygon for a box, ignores an odd last number and sizes a mask by the RLE's own `size`)."""
+    if isinstance(seg, list):
+        for poly in seg:
+            if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+                    and all(map(finite_number, poly))):
+                return f"a polygon needs 3 or more points as an even count of finite numbers: {poly!r:.60}"
+        return None
+    if not isinstance(seg, dict):
+        return f"polygons or an RLE expected, got {type(seg).__name__}"
+    size, counts = seg.get("size"), seg.get("counts")
+    if size != [height, width]:
+        return f"RLE size {size!r} is not the image's [height, width] [{height}, {width}]"
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) \
+                or sum(counts) != height * width:
+            return "RLE counts must be run lengths adding up to height x width"
+    elif not isinstance(counts, str):
+        return f"RLE counts must be a string or a list of run lengths, got {type(counts).__name__}"
     return None
 
 
@@ -90,7 +116,10 @@ def prepare_insseg_split(index: coco.CocoIndex, progress: Progress | None = None
         try:
             record = check_image(index, image_id)
         except DataError as e:
-            return {"key": f"{image_id:012d}", "reason": one_line(e)}, []
+            key, reason = f"{image_id:012d}", one_line(e)
+            lost = [{"key": key, "annotation_id": a.get("id"), "reason": f"its image is skipped: {reason}"}
+                    for a in index.annotations(image_id)]
+            return {"key": key, "reason": reason}, lost
         kept, dropped = [], []
         for ann in index.annotations(image_id):
             reason = check_annotation(ann, record["width"], record["height"], category_ids)
@@ -106,7 +135,11 @@ def prepare_insseg_split(index: coco.CocoIndex, progress: Progress | None = None
     for row, dropped in parallel_map(check, index.image_ids, progress):
         (result.skipped if "reason" in row else result.records).append(row)
         result.dropped.extend(dropped)
-    result.total_annotations = sum(len(index.annotations(i)) for i in index.image_ids)
+    # nothing vanishes: an annotation no image holds is counted as dropped, with its reason
+    unattached = index.unattached()
+    result.dropped += [{"key": f"image_id {ann.get('image_id')!r}", "annotation_id": ann.get("id"),
+                        "reason": reason} for ann, reason in unattached]
+    result.total_annotations = sum(len(index.annotations(i)) for i in index.image_ids) + len(unattached)
     return result
 
 
