@@ -1,6 +1,6 @@
 """Paper-size set-up shared by bench_train.py and bench_loader.py (a helper, not a bench).
 
-- `paper_config`: params.yaml merged with presets/paper.yaml (`stages.preset.merged`) and validated by
+- `paper_config`: params.yaml merged with presets/paper.yaml (`pipeline.presets.merged`) and validated by
   `pipeline.core.params.load_all`, written to a temp params file: no hyper-parameter is typed again here;
 - `paper_data`: seeded random-init tokenizers of the paper's `tokenizer.<task>.model` for the variants
   `tokenizer.solver_variants` names (saved and reloaded through `pipeline.core.checkpoint`, so the caches carry
@@ -38,6 +38,7 @@ from pipeline.data.prepare import FrameRules, SplitResult
 from pipeline.data.prepare_run import Prepared, write_prepared
 from pipeline.jobs.train_solver import TRAIN_SPLIT, RunSpec, batches, loss_adapter
 from pipeline.models.vqvae import VQVAE, load_vqvae
+from pipeline.presets import merged
 from pipeline.solver_training.train import Batches
 from pipeline.tasks.base import TrainingRecipe, read_split
 from pipeline.tasks.depth.prepare import prepare_depth_split
@@ -45,7 +46,6 @@ from pipeline.tasks.insseg.prepare import prepare_insseg_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 from pipeline.token_cache.read import CacheInfo, open_cache
-from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data")

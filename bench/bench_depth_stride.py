@@ -32,11 +32,11 @@ from pipeline.core.config import TokenizerTaskConfig
 from pipeline.core.params import load_section
 from pipeline.core.runtime import pick_device
 from pipeline.models.vqvae import VQVAE, load_vqvae
+from pipeline.presets import merged
 from pipeline.tasks.base import read_split
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 from stages.cli import app
-from stages.preset import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared/data/nyuv2_sample"
