@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -49,6 +50,13 @@ def ait(cwd: Path, *args: str) -> float:
     if result.returncode:
         sys.exit(f"ait {' '.join(args)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
     return round(time.perf_counter() - start, 1)
+
+
+def add_common_args(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """The options every run-sweeping bench takes: the project, the shared runs folder, the output folder."""
+    parser.add_argument("--project", type=Path, default=ROOT, help="where `make repro` ran (default: here)")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "bench_out/runs", help="one folder per run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out", help=outputs)
 
 
 def project_inputs(project: Path) -> dict[str, Path]:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import yaml
-from _runs import ROOT, held_out, override, project_inputs, solver_run
+from _runs import add_common_args, held_out, override, project_inputs, solver_run
 
 RUNS = ("depth", "insseg", "semseg")
 PLOTTED = {"depth": "rmse", "insseg": "box_ap50", "semseg": "miou"}  # the scores the demo's targets name
@@ -112,9 +112,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=ROOT, help="where `make repro` ran (default: here)")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "bench_out/runs", help="one folder per run")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out", help="learning.json, learning.png")
+    add_common_args(parser, "learning.json, learning.png")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
     parser.add_argument("--multiples", nargs="+", type=float, default=[1, 3, 10])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

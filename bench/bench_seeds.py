@@ -24,10 +24,9 @@ import copy
 import json
 import math
 import statistics
-from pathlib import Path
 
 import yaml
-from _runs import ROOT, held_out, project_inputs, solver_run, tokenizer_run
+from _runs import add_common_args, held_out, project_inputs, solver_run, tokenizer_run
 
 from pipeline.tasks.registry import get_task
 
@@ -98,9 +97,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=ROOT, help="where `make repro` ran (default: here)")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "bench_out/runs", help="one folder per run")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out", help="seeds.json, seeds.md")
+    add_common_args(parser, "seeds.json, seeds.md")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", nargs="*", choices=RUNS, default=list(RUNS))
     parser.add_argument("--tokenizers", action="store_true", help="also re-train every tokenizer variant")
