@@ -42,11 +42,15 @@ def _toggled(value):
 
 def test_each_inference_switch_changes_only_evaluation_stages(dvc_repo: DvcRepo, monkeypatch):
     """Every key of the `evaluate` section (soft tokens, tau, top-p, TTA, the tokenizer's eval tau, ...),
-    toggled on its own, leaves training, caches and tokenizers up to date in DVC's status.
+    toggled, leaves training, caches and tokenizers up to date in DVC's status, and each key is read by
+    some stage.
 
-    The 22 statuses are asked of DVC's Python API in this process (what `dvc status` prints), sparing
-    22 interpreter starts."""
+    DVC marks a stage stale when a params key it declares (or a section above it) changed, so the stages
+    one switch stales are exactly those declaring it, and toggling every switch at once stales their
+    union: one status, asked of DVC's Python API in this process (what `dvc status` prints), answers for
+    all 22 switches; which stages declare each switch is read from the same DVC stage objects."""
     import yaml
+    from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     root = dvc_repo.root
@@ -57,17 +61,24 @@ def test_each_inference_switch_changes_only_evaluation_stages(dvc_repo: DvcRepo,
     params = yaml.safe_load(text)
     keys = [key for key, _ in leaves(params["evaluate"], "evaluate.")]
     assert {"evaluate.depth.soft_input", "evaluate.insseg.top_p", "evaluate.tokenizer.depth.tau"} <= set(keys)
+    changed = params
     for key in keys:
-        changed = merge(params, _nested(key, _toggled(_get(params, key))))
-        write_params(root / "params.yaml", changed)
-        try:
-            with Repo(str(root)) as repo:
-                status = repo.status()
-        finally:
-            (root / "params.yaml").write_text(text)
-        assert status, f"{key}: no stage reads it"
-        training = sorted(s for s in status if not s.startswith(("evaluate@", "eval_tokenizer@")))
-        assert not training, f"{key} (inference only) invalidates {training}"
+        changed = merge(changed, _nested(key, _toggled(_get(params, key))))
+    write_params(root / "params.yaml", changed)
+    try:
+        with Repo(str(root)) as repo:
+            status = repo.status()
+            declared = {stage.addressing: [p for dep in stage.deps if isinstance(dep, ParamsDependency)
+                                           for p in (dep.params or [""])] for stage in repo.index.stages}
+    finally:
+        (root / "params.yaml").write_text(text)
+    training = sorted(s for s in status if not s.startswith(("evaluate@", "eval_tokenizer@")))
+    assert not training, f"inference-only keys invalidate {training}"
+    for key in keys:
+        readers = {s for s, names in declared.items()
+                   if any(n == "" or key == n or key.startswith(f"{n}.") for n in names)}
+        assert readers, f"{key}: no stage reads it"
+        assert readers <= set(status), f"{key}: {readers - set(status)} declare it but were not stale"
     assert dvc_repo.status() == {}  # and the command line agrees once the file is restored
 
 
