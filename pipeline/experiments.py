@@ -24,10 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from pipeline.core.config import ConfigError
 from pipeline.core.params import from_dict, load_all
+from pipeline.core.yamlfile import read_yaml
 from pipeline.summary import SummaryTable
 
 
@@ -86,12 +85,7 @@ class Experiment:
 def load_ablations(path: str | Path) -> dict[int, Ablation]:
     """Every table of ablations.yaml, strictly: unknown keys, wrong types and ragged rows raise."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ablations file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "ablations") or {}
     tables = raw.get("tables") if isinstance(raw, dict) else None
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"{path}: expected a non-empty mapping under 'tables'")

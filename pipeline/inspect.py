@@ -27,10 +27,11 @@ from pipeline.token_cache.read import (
 )
 from pipeline.tokenizer_training.codes import usage_stats
 
-# What `--verify` reads and what it cannot: the manifest records a sha256 per tar shard, none for the zarr
-# store the code statistics are read from (its chunks carry no checksum either).
-VERIFIED = {"verified": "every tar shard's sha256 against the manifest",
-            "not_verified": "tokens.zarr (no digest recorded; the code statistics are read from it)"}
+# What `--verify` reads and what it cannot: the manifest records a sha256 for every tar shard and every file
+# of the zarr store; the manifest itself carries no digest of its own (DVC's lock file records the cache
+# folder's hash: `dvc status` tells whether it changed).
+VERIFIED = {"verified": "every tar shard's and tokens.zarr file's sha256 against the manifest",
+            "not_verified": "manifest.json itself (`dvc status` compares the cache with dvc.lock)"}
 
 
 def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
@@ -63,6 +64,16 @@ def foreign_variant(path: Path, variant: str | None) -> str | None:
                 f"stages read data/tokens/<variant>, so rebuild it there (`dvc repro cache_tokens@{name}`)")
     return None
 
+
+
+def cache_keys(path: Path, split: str | None = None) -> dict[str, list[str]]:
+    """The sample keys of every split of the cache at `path` (or of `split`), in cache order: the keys
+    `ait inspect sample` takes (dense tasks: the frame's path; instances: the COCO image id, 12 digits)."""
+    info = open_cache(path)
+    splits = info.splits if split is None else [split]
+    for name in splits:
+        info.split(name)  # an unknown split is a one-line CacheError naming the known ones
+    return {name: ZarrTokens(path, name).keys for name in splits}
 
 
 def find_sample(info: CacheInfo, key: str) -> tuple[str, int, dict[str, Any]]:

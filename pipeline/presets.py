@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import ConfigError
 from pipeline.core.params import load_all
+from pipeline.core.yamlfile import dump_yaml, read_yaml
 
 
 def leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -49,12 +48,7 @@ def merged(params: dict, overlay: dict, prefix: str = "") -> dict:
 
 def read_overlay(path: Path, what: str) -> dict:
     """A YAML mapping, or one line naming the file and what is wrong with it."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, what)
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: expected a non-empty mapping of params sections, got "
                           f"{type(raw).__name__}")
@@ -93,7 +87,7 @@ def validated(params: Path, presets: list[Path]) -> tuple[dict, set[str]]:
     base = read_overlay(params, "params")
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / "params.yaml"
-        check.write_text(yaml.safe_dump(merged(base, overlay)))
+        check.write_text(dump_yaml(merged(base, overlay)))
         try:
             load_all(check)
         except ConfigError as e:

@@ -61,7 +61,26 @@ def _parse_json(text: str, where: str) -> list:
         raise ExperimentError(f"{where}: not the JSON list `dvc exp show --json` prints ({e})") from None
     if not isinstance(data, list):
         raise ExperimentError(f"{where}: expected a JSON list of commits")
+    for i, commit in enumerate(data):
+        if not _well_formed(commit):
+            raise ExperimentError(f"{where}: item {i} is not a commit as `dvc exp show --json` writes it "
+                                  f"(an object whose experiments hold objects)")
     return data
+
+
+def _well_formed(commit: Any) -> bool:
+    """The shape `parse_exp_show` reads: commit -> experiments[] -> revs[] -> data, each an object."""
+    def objects(items: Any) -> list | None:
+        items = items or []
+        return items if isinstance(items, list) and all(isinstance(x, dict) for x in items) else None
+
+    if commit is None:
+        return True
+    groups = objects(commit.get("experiments")) if isinstance(commit, dict) else None
+    if groups is None:
+        return False
+    revs = [objects(g.get("revs")) for g in groups]
+    return all(r is not None and all(isinstance(x.get("data") or {}, dict) for x in r) for r in revs)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

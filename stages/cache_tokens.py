@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.cache import cache_job, cache_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
@@ -35,6 +36,7 @@ def main(
     """Tokenise one task's prepared splits with one tokenizer variant into a token cache."""
     job = cache_job(variant, params, prepared, model_dir or Path("models/tokenizer") / variant)
     out, dev, start = out or Path("data/tokens") / variant, pick_device(device), time.monotonic()
+    check_outputs(out)
     with progress(f"cache_tokens {variant}") as cb:
         manifest = cache_variant(job, out, dev, cb)
     if manifest is not None:

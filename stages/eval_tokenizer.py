@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.tokenizer import evaluate_variant
 from pipeline.tasks.registry import get_task
@@ -32,6 +33,7 @@ def main(
 ) -> None:
     """Reconstruction metrics of one tokenizer variant against the interpolation baseline."""
     out = out or Path("results/eval_tokenizer") / variant
+    check_outputs(out)
     with progress(f"eval_tokenizer {variant}") as cb:
         m = evaluate_variant(variant, params, prepared, model_dir or Path("models/tokenizer") / variant, out,
                              headline or out.parent.parent / "headline", pick_device(device), cb)

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.evaluate import EvalPaths, evaluate_run, load_options
 from pipeline.tasks import scores
@@ -41,6 +42,7 @@ def main(
     """Score a trained task-solver on every task it was trained for; write metrics and panels."""
     opts = load_options(params, num_panels, max_images)
     out = out or Path("results/evaluate") / run
+    check_outputs(out)
     paths = EvalPaths(prepared, model_dir or Path("models/solver") / run, tokenizers, caches, out,
                       headline or out.parent.parent / "headline")
     metrics = evaluate_run(run, paths, opts, pick_device(device), progress)

@@ -2,6 +2,7 @@
 
 - `ait inspect cache PATH [--json] [--verify]`: per split samples, shards, bytes, tokens per sample and
   code usage, as a rich table on stdout or as JSON (pipeline/inspect.py);
+- `ait inspect keys PATH [--split S]`: the sample keys of each split, one per line;
 - `ait inspect sample PATH KEY --out FILE.png`: image | GT | hard-decoded cached tokens, drawn by the
   cache's task.
 """
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.core.viz import save_png
-from pipeline.inspect import foreign_variant, sample_panel, summarize_cache
+from pipeline.inspect import cache_keys, foreign_variant, sample_panel, summarize_cache
 from stages.ui import console, fail_cleanly
 
 app = typer.Typer(no_args_is_help=True, help="Inspect pipeline outputs (token caches).")
@@ -47,8 +48,8 @@ def _table(summary: dict[str, Any]) -> Table:
 def cache(
     path: Annotated[Path, typer.Argument(help="token cache dir (data/tokens/<variant>)")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of a table")] = False,
-    verify: Annotated[bool, typer.Option("--verify", help="also check every shard's sha256 against the "
-                                                          "manifest (reads every byte)")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="also check the sha256 of every shard and zarr "
+                                                          "file against the manifest (reads all)")] = False,
 ) -> None:
     """Counts, sizes and codebook usage of a token cache."""
     summary = summarize_cache(path, verify)
@@ -64,11 +65,23 @@ def cache(
 
 
 
+@app.command("keys")
+@fail_cleanly
+def keys(
+    path: Annotated[Path, typer.Argument(help="token cache dir (data/tokens/<variant>)")],
+    split: Annotated[str | None, typer.Option(help="only this split (default: every split)")] = None,
+) -> None:
+    """The sample keys of a token cache, one `split<TAB>key` line each (for `ait inspect sample`)."""
+    for name, names in cache_keys(path, split).items():
+        for key in names:
+            typer.echo(f"{name}\t{key}")
+
+
 @app.command("sample")
 @fail_cleanly
 def sample(
     path: Annotated[Path, typer.Argument(help="token cache dir")],
-    key: Annotated[str, typer.Argument(help="sample key (see the prepared manifests or zarr keys)")],
+    key: Annotated[str, typer.Argument(help="sample key (`ait inspect keys PATH` lists them)")],
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("sample.png"),
     model_dir: Annotated[Path | None, typer.Option(help="tokenizer checkpoint "
                                                         "(default: the manifest's)")] = None,

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.data.prepare_run import prepare_task
 from pipeline.tasks.registry import TASK_NAMES
 from stages.ui import PARAMS_HELP, console, fail_cleanly, progress
@@ -29,6 +30,7 @@ def main(
 ) -> None:
     """Validate a dataset once and write per-split manifests plus report.json."""
     out = out or Path("data/prepared") / task.value
+    check_outputs(out)
     report = prepare_task(task.value, params, out, progress,
                           lambda line: console.print(line, soft_wrap=True))
     counts = ", ".join(f"{s}: {c['kept']}/{c['total']}" for s, c in report["counts"].items())

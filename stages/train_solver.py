@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.train_solver import RunPaths, load_run, train_run
 from stages.ui import PARAMS_HELP, console, fail_cleanly
@@ -37,6 +38,7 @@ def main(
     paths = RunPaths(caches, tokenizers, out or Path("models/solver") / run,
                      state_dir or Path("checkpoints/solver") / run,
                      live_dir or Path("results/train_solver") / run)
+    check_outputs(paths.out, paths.state_dir, paths.live_dir)
     done = train_run(spec, paths, pick_device(device), echo=console.print)
     if done is not None:
         console.print(f"train_solver {run}: loss {done['loss']:.4f}, hash {done['hash']} -> {paths.out}")

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.io import check_outputs
 from pipeline.core.runtime import pick_device
 from pipeline.jobs.tokenizer import load_tokenizer_spec, train_variant
 from stages.ui import PARAMS_HELP, console, fail_cleanly
@@ -33,8 +34,9 @@ def main(
     """Train one VQ-VAE tokenizer variant on the prepared training split."""
     spec = load_tokenizer_spec(params, variant)
     out = out or Path("models/tokenizer") / variant
-    done = train_variant(spec, prepared, out, live_dir or Path("results/train_tokenizer") / variant,
-                         pick_device(device), echo=console.print)
+    live_dir = live_dir or Path("results/train_tokenizer") / variant
+    check_outputs(out, live_dir)
+    done = train_variant(spec, prepared, out, live_dir, pick_device(device), echo=console.print)
     if done is not None:
         console.print(f"train_tokenizer {variant}: loss {done['loss']:.4f}, perplexity "
                       f"{done['perplexity']:.1f}, hash {done['hash']} -> {out}")

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.text import Text
 
 from pipeline.core.config import ConfigError
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, os_error_line
 
 # Stage output is plain text: with markup on, rich would swallow bracketed text in messages and paths
 # ("[focal]", "bbox [nan, 0, 4, 4]"). Styling is explicit (`Text`), never parsed from a string.
@@ -57,7 +57,8 @@ def progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def fail_cleanly(fn: Callable) -> Callable:
-    """Turn bad-input errors into one red line on stderr and exit code 1 (no traceback).
+    """Turn bad-input errors, and what the operating system refuses (a permission, a full disk, a file
+    where a folder should be), into one red line on stderr and exit code 1 (no traceback).
 
     Anything else is a bug and keeps its traceback.
     """
@@ -67,10 +68,16 @@ def fail_cleanly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (DataError, ConfigError) as e:
-            console.print(Text("error: ", style="bold red") + Text(one_line(e)), soft_wrap=True)
-            raise typer.Exit(code=1) from None
+            _error(one_line(e))
+        except OSError as e:
+            _error(os_error_line(e))
 
     return wrapper
+
+
+def _error(message: str) -> None:
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    raise typer.Exit(code=1) from None
 
 
 def one_line(e: BaseException) -> str:

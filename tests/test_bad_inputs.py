@@ -352,7 +352,7 @@ DATA_CASES = [
         f"{NYU}/train_files_with_gt.txt",
         lambda p: p.write_text("room_0000/rgb_00000.jpg room_0000/sync_depth_00000.png [focal]\n"),
         *PREPARE_DEPTH),
-         "train_files_with_gt.txt:1: focal '[focal]' is not a number"),
+         "train_files_with_gt.txt:1: focal '[focal]' is not a positive number of pixels"),
     Case("dataset root missing", _with_params({"data": {"tasks": {"insseg": {"root": "absent"}}}},
                                               *PREPARE_INSSEG),
          "absent: dataset root not found"),
@@ -382,6 +382,19 @@ def _edit_config(rel: str, edit: Callable[[dict], None]) -> Callable[[Path], Non
 def _no_annotations(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps({**row, "annotations": []}) + "\n" for row in rows))
+
+
+def _largest_zarr_file(root: Path) -> Path:
+    """The largest token chunk of the depth cache's zarr store (not its zarr.json metadata)."""
+    files = (root / "data/tokens/depth_mask50/tokens.zarr").rglob("*")
+    chunks = [p for p in files if p.is_file() and p.suffix != ".json"]
+    return max(chunks, key=lambda p: (p.stat().st_size, str(p)))
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
 
 
 def _foreign_cache(root: Path) -> None:
@@ -423,6 +436,9 @@ ARTIFACT_CASES = [
          "the checkpoint is corrupt, re-run `dvc repro train_tokenizer`"),
     Case("tokenizer weights missing", _edit_file(f"{DEPTH_TOK}/model.safetensors", Path.unlink, *CACHE_DEPTH),
          "model.safetensors: checkpoint weights not found; re-run `dvc repro train_tokenizer`"),
+    Case("tokenizer config.json metadata edited", _then(
+        _edit_config(DEPTH_TOK, lambda c: c.update(mask_ratio=0.0)), *CACHE_DEPTH),
+         "does not match config.json"),
     Case("tokenizer of another variant", _then(
         _edit_config(DEPTH_TOK, lambda c: c.update(variant="depth_mask0")), *CACHE_DEPTH),
          "checkpoint is tokenizer variant 'depth_mask0', not 'depth_mask50'"),
@@ -441,7 +457,13 @@ ARTIFACT_CASES = [
          "shard-000000.tar: sha256 differs from the manifest's"),
     Case("intact cache, inspect --verify", _then(lambda r: None, "inspect", "cache", "--json", "--verify",
                                                  "data/tokens/depth_mask50"),
-         '"not_verified": "tokens.zarr (no digest recorded', "ok"),
+         '"not_verified": "manifest.json itself', "ok"),
+    Case("zarr chunk modified, inspect --verify", _then(lambda r: _flip_a_byte(_largest_zarr_file(r)),
+                                                        "inspect", "cache", "data/tokens/depth_mask50",
+                                                        "--verify"),
+         "sha256 differs from the manifest's (the zarr file was modified or corrupted)"),
+    Case("zarr file deleted, training", _then(lambda r: _largest_zarr_file(r).unlink(), *SOLVER),
+         "zarr file missing or not"),
     Case("cache shard truncated", _edit_file(SHARD, _truncate, *SOLVER), "shard missing or not"),
     Case("cache manifest missing", _edit_file("data/tokens/depth_mask50/manifest.json", Path.unlink, *SOLVER),
          "not a complete token cache (no manifest.json"),
@@ -514,7 +536,95 @@ CLI_CASES = [
          _then(_bracket_cache, "inspect", "cache", "data/tokens/[bold]x"), "data/tokens/[bold]x:", "ok"),
 ]
 
-CASES = PARAMS_CASES + DATA_CASES + ARTIFACT_CASES + CLI_CASES
+
+
+def _params_plus(text: str, *args: str) -> Callable[[Path], list[str]]:
+    """params.yaml as written by the fixture, with `text` appended."""
+    def setup(root: Path) -> list[str]:
+        write_params(root / "params.yaml", _params(root))
+        with open(root / "params.yaml", "a") as f:
+            f.write(text)
+        return list(args)
+
+    return setup
+
+
+def _everything_far(path: Path) -> None:
+    for depth in path.glob("*/sync_depth_*.png"):
+        if depth.name.endswith("00000.png") and depth.parent.name == "room_0000":
+            _depth(depth, lambda d: np.full_like(d, 12000))  # 12 m: beyond the valid range
+
+
+def _mkdir_with(rel: str, name: str, *args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        (root / rel / name).write_text("keep me\n")
+        return list(args)
+
+    return setup
+
+
+def _train_frame_in_test(root: Path) -> None:
+    first = (root / NYU / "train_files_with_gt.txt").read_text().splitlines()[0]
+    with open(root / NYU / "test_files_with_gt.txt", "a") as f:
+        f.write(first + "\n")
+
+
+# What the audit of docs/INPUTS.md found: one case per defect it fixed.
+AUDIT_CASES = [
+    Case("params key written twice", _params_plus("base:\n  seed: 1\n", *PREPARE_DEPTH),
+         "base: the key is written twice in one mapping; keep one"),
+    Case("params exponent without a dot", _params_plus("extra: 5e-05\n", *PREPARE_DEPTH),
+         "extra: '5e-05' reads as text in YAML 1.1 (the stages) but as a number in YAML 1.2 (DVC)"),
+    Case("params octal-looking integer", _params_plus("extra: 010\n", *PREPARE_DEPTH),
+         "'010' reads as an octal number in YAML 1.1"),
+    Case("preset YAML 1.1 boolean", _preset("solver: {runs: {depth: {parallel: on}}}\n"),
+         "solver.runs.depth.parallel: 'on' reads as a boolean in YAML 1.1 (the stages) but as text in "
+         "YAML 1.2 (DVC)"),
+    Case("variant name with a dash", _edit_params(
+        lambda p: p["tokenizer"]["variants"].update({"depth-b": p["tokenizer"]["variants"]["depth_mask50"]}),
+        "train-tokenizer", "depth-b", "--device", "cpu"),
+         "'depth-b' is not a usable name"),
+    Case("depth beyond 10 m", _edit_file(NYU, _everything_far, *PREPARE_DEPTH),
+         "sync_depth_00000.png: no valid depth pixel (all holes or out of range)", "reported"),
+    Case("focal nan", _edit_file(f"{NYU}/train_files_with_gt.txt", lambda p: p.write_text(
+        "room_0000/rgb_00000.jpg room_0000/sync_depth_00000.png nan\n"), *PREPARE_DEPTH),
+         "train_files_with_gt.txt:1: focal 'nan' is not a positive number of pixels"),
+    Case("--out is a file", _file("notes.txt", "keep me\n", *PREPARE_DEPTH, "--out", "notes.txt"),
+         "notes.txt: is a file, and this output is a folder"),
+    Case("--out under a file", _file("notes.txt", "keep me\n", *PREPARE_DEPTH, "--out", "notes.txt/depth"),
+         "notes.txt: is a file, so notes.txt/depth cannot be created under it"),
+    Case("--out the working directory", lambda r: [*PREPARE_DEPTH, "--out", "."],
+         ".: an output folder is replaced whole, and this one holds the working directory"),
+    Case("--live-dir holding a project", _mkdir_with("other", "dvc.yaml", *TRAIN_DEPTH_TOK, "--live-dir",
+                                                     "other"),
+         "other: holds dvc.yaml, so it is a project, not an output of this command"),
+    Case("--state-dir a file", _file("state.txt", "keep me\n", *SOLVER, "--state-dir", "state.txt"),
+         "state.txt: is a file, and this output is a folder"),
+    Case("resumable state unreadable", _file("checkpoints/solver/depth/state.pt", "garbage", *SOLVER),
+         "state.pt: not a resumable state this command can read (UnpicklingError); delete it"),
+    Case("--num-panels negative", lambda r: [*EVALUATE[:-1], "-1"], "--num-panels: must be ≥ 0, got -1"),
+    Case("--max-images negative", lambda r: ["evaluate", "depth", "--device", "cpu", "--max-images", "-2"],
+         "--max-images: must be ≥ 0, got -2"),
+    Case("--device unknown", lambda r: [*TRAIN_DEPTH_TOK[:-1], "gpu"],
+         "--device: 'gpu' is not a device this project runs on: cpu, cuda or cuda:N"),
+    Case("--device a GPU that is not there", lambda r: [*TRAIN_DEPTH_TOK[:-1], "cuda:99"],
+         "--device: 'cuda:99' asked for, but"),
+    Case("bbox of another place than its mask", _edit_json(
+        TRAIN_JSON, _first_ann(bbox=[30.0, 16.0, 19.0, 20.0]), *PREPARE_INSSEG),
+         "bbox [30.0, 16.0, 19.0, 20.0] is not the box of its segmentation", "reported"),
+    Case("a training frame listed for test too", _then(_train_frame_in_test, *PREPARE_DEPTH),
+         "also in the train split (a test frame must be one the model never trained on)", "reported"),
+    Case("report over an exp show of non-objects", _file("e.json", "[1, 2]", "report", "1", "--json-file",
+                                                         "e.json", "--ablations", ABLATIONS),
+         "e.json: item 0 is not a commit as `dvc exp show --json` writes it"),
+    Case("eval-tokenizer of another variant's checkpoint", _then(
+        _edit_config(DEPTH_TOK, lambda c: c.update(variant="depth_mask0")), "eval-tokenizer", "depth_mask50",
+        "--device", "cpu"),
+         "checkpoint is tokenizer variant 'depth_mask0', not 'depth_mask50'"),
+]
+
+CASES = PARAMS_CASES + DATA_CASES + ARTIFACT_CASES + CLI_CASES + AUDIT_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -595,3 +705,13 @@ def test_dataloader_workers_stay_quiet_after_an_error(built, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "meta_path" not in proc.stderr, proc.stderr
     assert "sync_depth_" in _error_line(proc.stderr), proc.stderr  # the file, not the worker's traceback
+
+
+def test_what_the_operating_system_refuses_is_one_line(project):
+    """A folder the system will not create (here under /proc) ends in one line naming the path, never a
+    traceback: as root the check at start passes and the write itself fails; as another user the check
+    at start says the parent is not writable."""
+    args = [*PREPARE_DEPTH, "--out", "/proc/ait-test/depth", "--params", str(project / "params.yaml")]
+    result = _invoke(args, project)
+    assert "Traceback" not in result.output and result.exit_code == 1, result.output
+    assert _error_line(result.stderr).startswith("error: /proc"), result.stderr

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import ConfigError, sections
-from pipeline.core.params import from_dict, load_all, load_section, load_value
+from pipeline.core.params import from_dict, load_all, load_section, load_value, read_params
 from pipeline.core.sources import DemoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +140,52 @@ def test_nested_collections_are_checked():
         from_dict(Outer, {"table": {"a": 1.5}}, "x")
     with pytest.raises(ConfigError, match=r"x\.inner\.pair: expected 2 items"):
         from_dict(Outer, {"inner": {"pair": [1]}}, "x")
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("base: {seed: on}\n", "line 1: base.seed: 'on' reads as a boolean in YAML 1.1 .the stages. but as "
+                            "text in YAML 1.2 .DVC."),
+    ("base:\n  seed: 010\n", "line 2: base.seed: '010' reads as an octal number in YAML 1.1"),
+    ("base: {seed: 1_000}\n", "'1_000' reads as an integer in YAML 1.1 .* but as text"),
+    ("base: {seed: 1:30}\n", "'1:30' reads as an integer"),
+    ("solver: {depth: {lr: 5e-05}}\n", "'5e-05' reads as text in YAML 1.1 .* but as a number in YAML 1.2 .*"
+                                        "5.0e-05"),
+    ("base: {seed: 1}\nbase: {seed: 2}\n", "line 2: base: the key is written twice in one mapping"),
+    ("base: {seed: 1, seed: 2}\n", "base.seed: the key is written twice"),
+])
+def test_yaml_that_two_readers_see_differently_is_refused(tmp_path, text, match):
+    """PyYAML (the stages, YAML 1.1) and ruamel (DVC, YAML 1.2) must read the same document: a plain
+    scalar they resolve differently, or a key written twice, is one line naming the file and line."""
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match) as error:
+        read_params(p)
+    assert str(error.value).startswith(f"{p}: line ")
+
+
+def test_yaml_both_readers_agree_on_is_read_as_written(tmp_path):
+    from ruamel.yaml import YAML
+
+    text = ("a: [true, false, null, ~, 0, -7, 0x1F, 1.5, .5, 1., 5.0e-05, -.inf, text, 'on', '010', "
+            "2001-12-14x]\n")
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    assert read_params(p) == dict(YAML(typ="safe", pure=True).load(text))
+
+
+def test_variant_and_run_names_are_checked_against_what_they_become(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tokenizer"]["variants"]["Depth A"] = params["tokenizer"]["variants"]["depth_mask0"]
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="tokenizer.variants: 'Depth A' is not a usable name .it becomes a "
+                                          "DVC stage name"):
+        load_all(p)
+    del params["tokenizer"]["variants"]["Depth A"]
+    params["solver"]["runs"]["joint;rm"] = params["solver"]["runs"]["joint"]
+    p.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="solver.runs: 'joint;rm' is not a usable name"):
+        load_all(p)
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

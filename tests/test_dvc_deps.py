@@ -214,3 +214,8 @@ def test_the_closure_follows_function_level_and_package_imports():
     assert not any(f.startswith(("pipeline/tasks/depth", "pipeline/tasks/insseg")) for f in files)  # by name only
     assert "pipeline/tasks/depth/augment.py" in {str(f.relative_to(ROOT)) for f in stage_closure(
         "train_solver@depth", "ait train-solver depth")}
+
+
+def test_dvc_yaml_stays_short():
+    """The pipeline stays readable at a glance: foreach groups and shared anchors, no per-task copies."""
+    assert len((ROOT / "dvc.yaml").read_text().splitlines()) <= 300

@@ -8,6 +8,7 @@ runs a real command and must end in one of three ways:
   exception name as the reason);
 - a counted skip: the record listed in report.json with its reason.
 
+Three properties: params documents, COCO annotations, NYU depth frames with their list lines.
 The default profile ("ci", tests/conftest.py) draws a fixed, small set of examples (derandomised: the
 same cases on every run); `pytest tests/test_generated_inputs.py --hypothesis-profile long` draws many
 more, at random.
@@ -18,10 +19,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -214,3 +218,79 @@ def test_a_drawn_coco_annotation_is_kept_counted_or_refused_and_nothing_vanishes
             x, y, w, h = a["bbox"]
             assert -t <= x and -t <= y and w > 0 and h > 0, a
             assert x + w <= record["width"] + t and y + h <= record["height"] + t, a
+
+
+# ------------------------------------------------------------------------------------------------
+# NYU frames: the first training frame's depth PNG and list line replaced by drawn ones
+
+DEPTH_VALUES = st.sampled_from([0, 1, 2, 500, 9999, 10000, 12000, 65535])  # mm, around both range ends
+DEPTH_PNG = st.fixed_dictionaries({
+    "kind": st.sampled_from(["uint16", "uint8", "rgb", "garbage"]),
+    "size": st.one_of(st.just((48, 64)), st.tuples(st.integers(1, 70), st.integers(1, 90))),
+    "fill": DEPTH_VALUES, "spot": DEPTH_VALUES})
+FOCAL = st.one_of(st.none(), st.sampled_from(["51.8858", "nan", "inf", "-1", "0", "x", "1e3"]),
+                  st.floats(allow_nan=True, allow_infinity=True).map(repr))
+LIST_LINE = st.fixed_dictionaries({"focal": FOCAL, "bom": st.booleans()})
+
+
+def _write_depth(path: Path, drawn: dict) -> None:
+    from PIL import Image
+
+    if drawn["kind"] == "garbage":
+        path.write_bytes(b"\x89PNG not really")
+        return
+    depth = np.full(drawn["size"], drawn["fill"], np.uint16)
+    depth[0, 0] = drawn["spot"]
+    if drawn["kind"] == "uint16":
+        Image.fromarray(depth).save(path)
+    else:
+        small = np.minimum(depth, 255).astype(np.uint8)
+        Image.fromarray(np.stack([small] * 3, -1) if drawn["kind"] == "rgb" else small).save(path)
+
+
+def _focal_ok(text: str | None) -> bool:
+    try:
+        return text is None or (math.isfinite(float(text)) and float(text) > 0)
+    except ValueError:
+        return False
+
+
+@given(png=DEPTH_PNG, line=LIST_LINE)
+def test_a_drawn_depth_frame_is_kept_exactly_when_valid_or_counted(png, line, tiny_project, tmp_path):
+    """`ait prepare depth` on the demo with its first training frame's depth PNG (dtype, size, values at
+    both ends of the valid range) and list line (focal, byte-order mark) drawn: a bad focal stops the
+    run in one line naming `list:line`; otherwise the frame is kept exactly when it is a uint16 map of
+    its RGB's size with one pixel in the valid range, and then reads back as written with every value
+    outside (1 mm, 10 m) a hole; a frame not kept is listed with its reason."""
+    from pipeline.data.nyu import MAX_DEPTH, MIN_DEPTH, read_depth_metres
+
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    root = work / "nyuv2"
+    shutil.copytree(tiny_project / "data/demo/nyuv2", root)
+    listed = (root / "train_files_with_gt.txt").read_text().splitlines()
+    rgb, depth, *_ = listed[0].split()
+    listed[0] = f"{rgb} {depth}" + ("" if line["focal"] is None else f" {line['focal']}")
+    text = "\n".join(listed) + "\n"
+    (root / "train_files_with_gt.txt").write_text(("\ufeff" if line["bom"] else "") + text)
+    _write_depth(root / depth, png)
+    params = write_params(work / "params.yaml", tiny_params(tiny_project, {
+        "data": {"max_bad_fraction": 1.0, "tasks": {"depth": {"root": str(root)}}}}))
+    out = work / "prepared"
+    result = CliRunner().invoke(app, ["prepare", "depth", "--params", str(params), "--out", str(out)])
+    if not _focal_ok(line["focal"]):
+        assert "train_files_with_gt.txt:1: focal" in _error_line(result), (line, result.output)
+        return
+    assert _outcome(result) == "ok", (png, line, result.output)
+    report = json.loads((out / "report.json").read_text())
+    records = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    key = next((r for r in records if r["depth"] == str(root / depth)), None)
+    skipped = [s for s in report["skipped"] if s["split"] == "train"]
+    assert len(records) + len(skipped) == len(listed)  # nothing vanishes
+    assert all(s["reason"] and not LIBRARY_REASON.search(s["reason"]) for s in skipped), skipped
+    in_range = any(1 < v < 10000 for v in (png["fill"], png["spot"]))  # mm: (1 mm, 10 m) exclusive
+    valid = png["kind"] == "uint16" and tuple(png["size"]) == (48, 64) and in_range
+    assert (key is not None) == valid, (png, skipped)
+    if valid:
+        metres = read_depth_metres(root / depth)
+        assert metres.shape == (48, 64)
+        assert np.all((metres == 0) | ((metres > MIN_DEPTH) & (metres < MAX_DEPTH)))

@@ -64,6 +64,28 @@ def test_inspect_cache_table_shows_counts(caches):
 
 
 @pytest.mark.parametrize("variant", list(TASKS))
+def test_inspect_keys_lists_what_inspect_sample_takes(caches, tiny_project, variant, tmp_path):
+    """Every key of both splits, in cache order, each one `ait inspect sample` draws; the prepared
+    manifests hold the same keys."""
+    path = caches / "tokens" / variant
+    result = CliRunner().invoke(app, ["inspect", "keys", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    for split in ("train", "test") if variant != "insseg" else ("train", "val"):
+        listed = [key for name, key in rows if name == split]
+        assert listed == ZarrTokens(path, split).keys
+        prepared = tiny_project / "data/prepared" / TASKS[variant] / f"{split}.jsonl"
+        assert sorted(listed) == sorted(r["key"] for r in read_jsonl(prepared))
+    only = CliRunner().invoke(app, ["inspect", "keys", str(path), "--split", rows[-1][0]])
+    assert only.stdout.splitlines() == [f"{n}\t{k}" for n, k in rows if n == rows[-1][0]]
+    sample = CliRunner().invoke(app, ["inspect", "sample", str(path), rows[-1][1], "--out",
+                                      str(tmp_path / "s.png")])
+    assert sample.exit_code == 0, sample.output
+    bad = CliRunner().invoke(app, ["inspect", "keys", str(path), "--split", "nope"])
+    assert bad.exit_code == 1 and "no split 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize("variant", list(TASKS))
 def test_inspect_cache_json_matches_the_store(caches, variant):
     path = caches / "tokens" / variant
     result = CliRunner().invoke(app, ["inspect", "cache", str(path), "--json"])

@@ -97,7 +97,12 @@ def test_read_depth_png_real_is_uint16_mm(nyu: Path) -> None:
     raw = read_depth_png(path)
     assert raw.dtype == np.uint16 and raw.shape == (480, 640)
     assert raw.max() == 10000  # PROVENANCE.md: the 10 m cap is present in this file
-    np.testing.assert_array_equal(read_depth_metres(path), raw / np.float32(1000))
+    capped = raw == 10000
+    assert capped.any()
+    # the sensor's cap is outside the one valid range (1 mm, 10 m): a hole for every stage, as evaluation
+    # never scored it
+    expected = np.where(capped, np.float32(0), raw / np.float32(1000))
+    np.testing.assert_array_equal(read_depth_metres(path), expected)
 
 
 def test_truncated_real_png_names_file(nyu: Path, tmp_path: Path) -> None:
@@ -176,20 +181,51 @@ def test_depth_to_metres_hand_values() -> None:
     raw = np.array([[0, 1000], [2500, 65535]], dtype=np.uint16)
     out = depth_to_metres(raw)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, [[0.0, 1.0], [2.5, 65.535]], rtol=1e-7)
+    np.testing.assert_allclose(out, [[0.0, 1.0], [2.5, 0.0]], rtol=1e-7)  # 65535: a marker, not 65 m
     np.testing.assert_allclose(depth_to_metres(raw, scale=256.0)[1, 0], 2500 / 256.0)
+
+
+def test_depth_outside_the_one_valid_range_reads_as_a_hole_everywhere() -> None:
+    """Every stage reads depth through depth_to_metres, so a value outside (MIN_DEPTH, MAX_DEPTH) is a
+    hole for the tokenizer, the caches, the solver's targets and evaluation alike (it used to be trained
+    on and then never scored)."""
+    from pipeline.data.nyu import MAX_DEPTH, MIN_DEPTH
+    from pipeline.tasks.depth.metrics import eval_mask
+
+    raw = np.array([[0, 1, 2, 9999, 10000, 12000, 65535]], dtype=np.uint16)
+    metres = depth_to_metres(raw)
+    np.testing.assert_allclose(metres, [[0, 0, 0.002, 9.999, 0, 0, 0]], rtol=1e-6)
+    assert (MIN_DEPTH, MAX_DEPTH) == (1e-3, 10.0)
+    inside = metres > 0
+    np.testing.assert_array_equal(inside, (metres > MIN_DEPTH) & (metres < MAX_DEPTH))
+    full = depth_to_metres(np.full((480, 640), 12000, np.uint16))
+    assert not full.any() and not eval_mask(full).any()
+
+
+def test_list_with_a_byte_order_mark_reads_its_first_line(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_bytes("\ufeffa/rgb_1.jpg a/sync_depth_1.png 518.8\n".encode())
+    [entry] = read_bts_list(tmp_path / "list.txt", tmp_path)
+    assert entry.rgb == tmp_path / "a/rgb_1.jpg" and entry.focal == pytest.approx(518.8)
+
+
+def test_a_palette_label_png_says_how_to_convert_it(tmp_path: Path) -> None:
+    from pipeline.data.nyu import read_label_png
+
+    Image.fromarray(np.zeros((4, 5), np.uint8)).convert("P").save(tmp_path / "label.png")
+    with pytest.raises(DataError, match="label.png: a palette .mode P. PNG.*save them as a greyscale PNG"):
+        read_label_png(tmp_path / "label.png")
 
 
 def test_read_depth_metres_dispatches_on_dtype(tmp_path: Path) -> None:
     mm = np.array([[0, 713], [9961, 10000]], dtype=np.uint16)
     Image.fromarray(mm).save(tmp_path / "d16.png")
     assert read_depth_png(tmp_path / "d16.png").dtype == np.uint16
-    expected = [[0, 0.713], [9.961, 10.0]]
+    expected = [[0, 0.713], [9.961, 0.0]]  # 10 m is outside the valid range (MIN_DEPTH, MAX_DEPTH)
     np.testing.assert_allclose(read_depth_metres(tmp_path / "d16.png"), expected, rtol=1e-6)
-    # DenseDepth train encoding: 8-bit, 255 ↔ 10 m.
+    # DenseDepth train encoding: 8-bit, 255 ↔ 10 m (so 255 is a hole as well).
     Image.fromarray(np.array([[0, 255], [51, 128]], dtype=np.uint8)).save(tmp_path / "d8.png")
     assert read_depth_png(tmp_path / "d8.png").dtype == np.uint8
-    expected = [[0, 10.0], [2.0, 1280 / 255]]
+    expected = [[0, 0.0], [2.0, 1280 / 255]]
     np.testing.assert_allclose(read_depth_metres(tmp_path / "d8.png"), expected, rtol=1e-6)
 
 

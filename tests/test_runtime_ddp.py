@@ -9,10 +9,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from pipeline.core import runtime
+from pipeline.core.constraints import ConfigError
 
 
 def test_single_process_defaults(monkeypatch):
@@ -30,9 +32,37 @@ def test_single_process_defaults(monkeypatch):
 
 
 def test_pick_device_env_override(monkeypatch):
-    monkeypatch.setenv("AIT_DEVICE", "meta")
-    assert runtime.pick_device(None) == torch.device("meta")
+    monkeypatch.setenv("AIT_DEVICE", "cpu")
+    assert runtime.pick_device(None) == torch.device("cpu")
+    monkeypatch.setenv("AIT_DEVICE", "cuda:99")  # read, and checked: no machine here has 100 GPUs
+    with pytest.raises(ConfigError, match="AIT_DEVICE: 'cuda:99' asked for, but"):
+        runtime.pick_device(None)
     assert runtime.pick_device("cpu") == torch.device("cpu")  # an explicit argument wins
+    with pytest.raises(ConfigError, match="--device: 'gpu' is not a device this project runs on"):
+        runtime.pick_device("gpu")
+
+
+@pytest.mark.parametrize(("env", "match"), [
+    ({"RANK": "1"}, "RANK=1 WORLD_SIZE=.unset.: not a process of a torchrun world"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 WORLD_SIZE=2: not a process of a torchrun world"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE: '0' is not a whole number ≥ 1"),
+    ({"RANK": "²", "WORLD_SIZE": "2"}, "RANK: '²' is not a whole number ≥ 0"),
+])
+def test_torchrun_variables_left_in_a_shell_are_refused(monkeypatch, env, match):
+    """A RANK left over in a shell would make every stage a silent non-zero rank that writes nothing."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=match):
+        runtime.dist_info()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "²", "two", ""])
+def test_ait_nproc_must_be_a_positive_ascii_number(monkeypatch, value):
+    monkeypatch.setenv("AIT_NPROC", value)
+    with pytest.raises(ConfigError, match=f"AIT_NPROC: '{value}' is not a positive number of processes"):
+        runtime.requested_workers()
 
 
 def _global_draws() -> tuple:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
+from pipeline.core.errors import DataError
 from pipeline.core.optim import OptimConfig, build_scheduler
-from pipeline.solver_training.train import load_state, save_state
+from pipeline.solver_training.train import clear_state, load_state, save_state
 
 
 def _objects(seed: int):
@@ -54,3 +56,27 @@ def test_state_round_trip_and_foreign_state_is_ignored(tmp_path):
             assert torch.equal(loaded[k][name], saved[k][name]), (k, name)
     assert _draws(gen2) == expected  # every random stream continues where the saved run stopped
     assert load_state(tmp_path / "missing", "run-a", other, opt2, sched2, gen2) == 0
+
+
+def test_an_unreadable_state_is_one_line_and_is_kept(tmp_path):
+    (tmp_path / "state.pt").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="state.pt: not a resumable state this command can read .* delete it"):
+        load_state(tmp_path, "run-a", *_objects(0))
+    assert (tmp_path / "state.pt").read_bytes() == b"\x00" * 64  # the user decides; nothing is deleted
+
+
+def test_a_finished_run_deletes_only_what_it_wrote_in_its_state_dir(tmp_path):
+    """`--state-dir` may name a folder that holds other files: clear_state removes the state, its
+    DVCLive copy and stale scratch files, keeps the rest, and the folder itself when it is left empty."""
+    model, optimizer, scheduler, generator = _objects(0)
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    for folder in (shared, own):
+        save_state(folder, "run-a", 3, model, optimizer, scheduler, generator)
+        (folder / "live").mkdir()
+        (folder / "live" / "metrics.json").write_text("{}")
+        (folder / ".state.pt.tmp-99999").write_bytes(b"half")
+    (shared / "notes.txt").write_text("mine")
+    clear_state(shared)
+    clear_state(own)
+    assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
+    assert not own.exists()

@@ -21,7 +21,14 @@ from PIL import Image
 from pipeline.core.io import write_json
 from pipeline.tasks.registry import get_task
 from pipeline.token_cache import write
-from pipeline.token_cache.manifest import MANIFEST, SCHEMA_VERSION, ZARR_STORE, CacheError, shard_entry
+from pipeline.token_cache.manifest import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    ZARR_STORE,
+    CacheError,
+    shard_entry,
+    zarr_entries,
+)
 from pipeline.token_cache.read import (
     Sampling,
     ZarrTokens,
@@ -67,7 +74,7 @@ def _write_cache(root: Path, n: int, shard_max: int, split: str = "train") -> li
         "schema_version": SCHEMA_VERSION, "task": "depth", "variant": "synthetic",
         "tokenizer": {"hash": HASH, "num_embeddings": 16, "grid": [3, 3]},
         "views": {"tokens_shape": [2, 3, 3], "list": VIEWS}, "shard_max_samples": shard_max,
-        "splits": {split: {"samples": n, "shards": shards}}})
+        "splits": {split: {"samples": n, "shards": shards}}, "zarr_files": zarr_entries(root)})
     return keys
 
 
@@ -220,13 +227,14 @@ def test_decode_sample_depth_encodings():
     fields = get_task("depth").cache_fields  # the depth task decodes its label file to metres
     out = decode_sample({"__key__": "k", "depth.png": _png(mm), "extra.png": _png(eight),
                          "rgb.png": _png(eight), "meta.json": b'{"a": 1}', "__url__": "x"}, fields)
-    np.testing.assert_allclose(out["depth"], mm / 1000.0, rtol=1e-6)
+    # metres, with every value outside the one valid range (1 mm, 10 m) a hole: 65535 and 1 mm read as 0
+    np.testing.assert_allclose(out["depth"], [[0.0, 1.5], [0.0, 0.0]], rtol=1e-6)
     # other PNGs come back as stored (label maps), images as RGB
     np.testing.assert_array_equal(out["extra"], eight)
     assert out["rgb"].shape == (1, 2, 3) and out["meta"] == {"a": 1}
     assert set(out) == {"key", "depth", "extra", "rgb", "meta"}
-    eight_out = decode_sample({"__key__": "k", "depth.png": _png(eight)}, fields)
-    np.testing.assert_allclose(eight_out["depth"], [[0.0, 10.0]], rtol=1e-6)
+    eight_out = decode_sample({"__key__": "k", "depth.png": _png(np.array([[0, 128, 255]], np.uint8))}, fields)
+    np.testing.assert_allclose(eight_out["depth"], [[0.0, 1280 / 255, 0.0]], rtol=1e-6)  # 255 = 10 m: a hole
     assert decode_sample({"__key__": "k", "depth.png": _png(mm)})["depth"].dtype == np.uint16  # no task: raw
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.core.yamlfile import dump_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
@@ -64,7 +66,7 @@ def tiny_params(root: Path, extra: dict | None = None) -> dict:
 
 
 def write_params(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(dump_yaml(params))  # text both PyYAML (the stages) and DVC read alike
     return path
 
 

@@ -1,9 +1,10 @@
 """Checkpoints that carry their own config: `model.safetensors` + `config.json`.
 
 `config.json` holds the architecture (the model's config dataclass as a dict), free-form metadata and
-a content hash over the weights bytes and the architecture. Downstream stages rebuild the model from
-config.json (never from params.yaml) and use the hash as the model's identity: a token cache or a
-solver records the tokenizer hash it was made with and refuses a different one.
+a content hash over the weights bytes and every other field of config.json (the architecture and the
+metadata downstream stages trust: task, variant, vocabulary, normalisation). Downstream stages rebuild
+the model from config.json (never from params.yaml) and use the hash as the model's identity: a token
+cache or a solver records the tokenizer hash it was made with and refuses a different one.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def content_hash(weights_path: Path, architecture: dict) -> str:
-    """sha256 over the weights file and the canonical architecture JSON (first 16 hex digits)."""
+def content_hash(weights_path: Path, config: dict) -> str:
+    """sha256 over the weights file and the canonical JSON of config.json without its `content_hash`
+    (first 16 hex digits)."""
     h = hashlib.sha256(Path(weights_path).read_bytes())
-    h.update(json.dumps(architecture, sort_keys=True).encode())
+    described = {k: v for k, v in config.items() if k != "content_hash"}
+    h.update(json.dumps(described, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
 
@@ -39,7 +42,8 @@ def save(directory: Path, model: torch.nn.Module, architecture: Any, meta: dict 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS))
     arch = dataclasses.asdict(architecture) if dataclasses.is_dataclass(architecture) else dict(architecture)
-    config = {"architecture": arch, "content_hash": content_hash(directory / WEIGHTS, arch), **(meta or {})}
+    config = json.loads(dumps({"architecture": arch, **(meta or {})}))  # as read back: lists, not tuples
+    config["content_hash"] = content_hash(directory / WEIGHTS, config)
     (directory / CONFIG).write_text(dumps(config))
     return config
 
@@ -75,7 +79,7 @@ def load_weights(directory: Path, model: torch.nn.Module, verify_hash: bool = Tr
     if not weights.is_file():
         raise CheckpointError(f"{weights}: checkpoint weights not found; re-run {producer}")
     if verify_hash:
-        actual = content_hash(weights, config["architecture"])
+        actual = content_hash(weights, config)
         if actual != config["content_hash"]:
             raise CheckpointError(f"{weights}: content hash {actual} does not match config.json "
                                   f"({config['content_hash']}); the checkpoint is corrupt, re-run {producer}")

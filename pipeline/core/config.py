@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -199,6 +200,8 @@ class TokenizerVariants:
     solver_variants: dict[TaskName, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in self.variants:
+            check_name(name, "variants")
         tasks = {name: v.task for name, v in self.variants.items()}
         for task, name in self.solver_variants.items():
             check_variant(name, tasks, task, f"solver_variants.{task}")
@@ -254,6 +257,10 @@ class SolverShared:
     spare_codes: NonNegativeInt = 0  # vocabulary rows kept for future tasks (paper's insseg configs: 128)
     runs: dict[str, SolverRunConfig] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in self.runs:
+            check_name(name, "runs")
+
 
 # Inference only: evaluate@<run> and eval_tokenizer@<variant> read these, training never does, so
 # switching a decoding trick (paper Table 7) re-runs evaluation alone.
@@ -304,8 +311,21 @@ def ordered_pair(pair: tuple[float, float], name: str) -> None:
         raise ConfigError(f"{name}: lower bound {pair[0]} is above upper bound {pair[1]}")
 
 
+# A variant or run name becomes a DVC stage name (`train_tokenizer@<name>`), folder names under data/,
+# models/ and results/, and a word on the stages' command lines: one spelling that is safe as all three.
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def check_name(name: object, key: str) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{key}: {name!r} is not a usable name (it becomes a DVC stage name, folder names "
+                          f"and a command-line word): use up to 64 lower-case letters, digits and _, "
+                          f"starting with a letter")
+
+
 def check_variant(name: str, tasks: dict[str, str], task: str, key: str) -> None:
     """`name` must be a `task` entry of tokenizer.variants (`tasks`: variant -> task); `key` chose it."""
+    check_name(name, key)
     if tasks.get(name) != task:
         known = ", ".join(k for k, t in tasks.items() if t == task) or "none"
         raise ConfigError(f"{key}: {name!r} is not a {task} variant of tokenizer.variants "

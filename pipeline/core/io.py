@@ -17,6 +17,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import DataError
+
+# What marks a folder as somebody's project rather than a stage's output: an output folder is replaced
+# whole, so a mistyped `--out .` or `--out ~/work` must stop before anything is deleted.
+PROJECT_MARKERS = (".git", ".dvc", "dvc.yaml", "params.yaml", "pyproject.toml")
+
 
 def dumps(obj: Any) -> str:
     """Canonical JSON text (sorted keys, 2-space indent, trailing newline)."""
@@ -89,6 +95,37 @@ def remove_stale_scratch(dest: Path) -> list[Path]:
     return removed
 
 
+def check_output_dir(dest: Path) -> None:
+    """Refuse, in one line and before any work, an output folder that cannot be written or whose
+    replacement would delete more than an earlier output of the same command: a file, the working
+    directory or a folder above it, the home or root folder, a folder holding a project marker, or a
+    place under a file or a folder this process may not write to."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"{dest}: is a file, and this output is a folder; name another folder")
+    here, resolved = Path.cwd().resolve(), dest.resolve()
+    if resolved == here or resolved in here.parents or resolved == Path.home().resolve():
+        raise DataError(f"{dest}: an output folder is replaced whole, and this one holds the working "
+                        f"directory; name a folder of its own")
+    marker = next((m for m in PROJECT_MARKERS if (dest / m).exists()), None)
+    if marker is not None:
+        raise DataError(f"{dest}: holds {marker}, so it is a project, not an output of this command; an "
+                        f"output folder is replaced whole: name a folder of its own")
+    parent = dest.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{parent}: is a file, so {dest} cannot be created under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{parent}: not writable by this user, so {dest} cannot be written there")
+
+
+def check_outputs(*folders: Path) -> None:
+    """`check_output_dir` for each output folder a stage will write, before it starts its work."""
+    for folder in folders:
+        check_output_dir(folder)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield a scratch directory that replaces `dest` only if the block finishes without error.
@@ -97,6 +134,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     removed on failure; an existing `dest` is untouched until the new one is complete.
     """
     dest = Path(dest)
+    check_output_dir(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(dest)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.io import check_output_dir
+
 
 class NullLive:
     """Accepts every DVCLive call a stage makes and does nothing (non-zero ranks)."""
@@ -23,6 +25,7 @@ def open_live(directory: Path, is_rank0: bool, resume: bool = False):
     """A DVCLive logger writing metrics/plots under `directory` (dvc.yaml is maintained by hand)."""
     if not is_rank0:
         return NullLive()
+    check_output_dir(directory)  # DVCLive deletes a dvc.yaml / params.yaml it finds in its folder
     from dvclive import Live
 
     return Live(dir=str(directory), resume=resume, save_dvc_exp=False, dvcyaml=False)

@@ -16,28 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-import yaml
-
 from pipeline.core.config import TASK_KEYED, TokenizerVariant, check_variant, sections, task_section_type
 from pipeline.core.constraints import ConfigError
+from pipeline.core.yamlfile import read_yaml
 from pipeline.tasks.registry import TASK_NAMES
 
 T = TypeVar("T")
 
-# libyaml's loader when PyYAML was built with it: every stage reads params.yaml a dozen times, and the
-# pure-Python loader spends most of a second doing so.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def read_params(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a params file; a missing or malformed file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "params")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return raw
@@ -76,6 +64,12 @@ def load_value(path: str | Path, key: str) -> Any:
     if _READS is not None:
         _READS.add(key)
     return value
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """`value` checked against the type and range params key `key` declares, for a command-line option
+    (`where`, e.g. "--num-panels") that overrides it: the same rule as the params file."""
+    return _coerce(field_type(key), value, where)
 
 
 def field_type(key: str) -> Any:

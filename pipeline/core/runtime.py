@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -36,11 +37,24 @@ class DistInfo:
 
 
 def dist_info() -> DistInfo:
-    """The torchrun view of this process; (False, 0, 0, 1) when not launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    """The torchrun view of this process; (False, 0, 0, 1) when not launched by torchrun.
+
+    The variables are checked: a `RANK` left over in a shell (without torchrun's `WORLD_SIZE`) would make
+    every stage a silent non-zero rank that writes nothing."""
+    world_size, rank = _env_int("WORLD_SIZE", 1, 1), _env_int("RANK", 0, 0)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    if ("RANK" in os.environ) != ("WORLD_SIZE" in os.environ) or rank >= world_size:
+        raise ConfigError(f"RANK={os.environ.get('RANK', '(unset)')} WORLD_SIZE="
+                          f"{os.environ.get('WORLD_SIZE', '(unset)')}: not a process of a torchrun world; "
+                          f"unset both, or start the command with torchrun (or AIT_NPROC)")
     return DistInfo(is_dist=world_size > 1, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def _env_int(name: str, default: int, low: int) -> int:
+    value = os.environ.get(name, str(default))
+    if not (value.isascii() and value.isdigit()) or int(value) < low:
+        raise ConfigError(f"{name}: {value!r} is not a whole number ≥ {low}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -128,8 +142,16 @@ def destroy_distributed() -> None:
 
 def pick_device(override: str | None = None) -> torch.device:
     """`override`, else env AIT_DEVICE, else cuda (this process's local rank) if available, else cpu."""
+    where = "--device" if override else "AIT_DEVICE"
     name = override or os.environ.get("AIT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", name):
+        raise ConfigError(f"{where}: {name!r} is not a device this project runs on: cpu, cuda or cuda:N")
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{where}: {name!r} asked for, but torch sees no CUDA GPU here; use cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{where}: {name!r} asked for, but this machine has {torch.cuda.device_count()} "
+                          f"CUDA GPU(s), numbered from 0")
     if device.type == "cuda" and device.index is None:
         # One GPU per process under torchrun: "cuda" means this rank's GPU.
         device = torch.device("cuda", dist_info().local_rank)
@@ -195,7 +217,7 @@ class WorkersFailed(ConfigError):
 def requested_workers() -> int:
     """`AIT_NPROC` (default 1): worker processes a stage command starts on this node."""
     value = os.environ.get("AIT_NPROC", "1")
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ConfigError(f"AIT_NPROC: {value!r} is not a positive number of processes")
     return int(value)
 

@@ -112,7 +112,7 @@ def load_coco(json_path: Path, image_dir: Path) -> CocoIndex:
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image directory not found")
     try:
-        dataset = json.loads(json_path.read_text(encoding="utf-8"))
+        dataset = json.loads(json_path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{json_path}: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(dataset, dict):

@@ -24,6 +24,7 @@ caller can count bad samples (`data.max_bad_fraction`).
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,12 @@ from pipeline.core.errors import DataError
 
 # DenseDepth train depths are 8-bit PNGs where 255 means 10 m (DenseDepth `data.py`: `/255*maxDepth`).
 DENSEDEPTH_UINT8_MAX_METRES = 10.0
+# The one valid depth range, in metres (open at both ends, as the NYU evaluation protocol scores it,
+# PAPER_NOTES §5.1). `depth_to_metres` turns every pixel outside it into 0 (= invalid), so preparation,
+# tokenizer training, caches, the solver's targets and evaluation all read the same pixels as targets:
+# a sensor's cap (≥ 10 m) or a 65535 marker is a hole everywhere, never trained on and then not scored.
+MIN_DEPTH = 1e-3
+MAX_DEPTH = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ def _read_lines(list_file: Path) -> list[str]:
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found")
     try:
-        return list_file.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a list saved by an editor that writes a byte-order mark reads like any other
+        return list_file.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{list_file}: cannot read list file ({type(e).__name__})") from None
 
@@ -81,7 +89,9 @@ def read_bts_list(list_file: Path, root: Path) -> list[DepthEntry]:
             try:
                 focal = float(cols[2])
             except ValueError:
-                raise DataError(f"{list_file}:{lineno}: focal {cols[2]!r} is not a number") from None
+                focal = math.nan
+            if not math.isfinite(focal) or focal <= 0:
+                raise DataError(f"{list_file}:{lineno}: focal {cols[2]!r} is not a positive number of pixels")
         entries.append(DepthEntry(root / _relative(cols[0]), root / _relative(cols[1]), focal))
     return entries
 
@@ -180,12 +190,18 @@ def _read_single_channel(path: Path, what: str) -> np.ndarray:
         if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(np.uint16).max):
             raise DataError(f"{path}: {what} values outside the uint16 range")
         return raw.astype(np.uint16)
+    if im.mode == "P":
+        raise DataError(f"{path}: a palette (mode P) PNG, whose pixels are colour-table indices; if the "
+                        f"indices are the {what} values, save them as a greyscale PNG "
+                        f"(Image.fromarray(numpy.asarray(image)).save(...))")
     raise DataError(f"{path}: expected a single-channel 8/16-bit {what} image, got PIL mode {im.mode}")
 
 
 def depth_to_metres(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:
-    """Stored depth `(H, W)` → float32 metres (`raw / scale`); 0 stays 0 (= invalid, PAPER_NOTES §6.1)."""
-    return (raw.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    """Stored depth `(H, W)` → float32 metres (`raw / scale`); 0 stays 0 (= invalid, PAPER_NOTES §6.1), and
+    so does every value outside (MIN_DEPTH, MAX_DEPTH)."""
+    metres = (raw.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    return np.where((metres > MIN_DEPTH) & (metres < MAX_DEPTH), metres, np.float32(0.0))
 
 
 def read_depth_metres(path: Path, scale: float = 1000.0) -> np.ndarray:

@@ -104,6 +104,19 @@ def check_frames(entries: Sequence[nyu.DepthEntry], root: Path,
     return result
 
 
+def keep_held_out_unseen(splits: dict[str, SplitResult], path_key: str = "rgb") -> None:
+    """Skip every frame of a later split (test) that the first split (train) lists too: a score on a
+    frame the model trained on is not a held-out score. `path_key` names the file in the reason."""
+    first, *later = splits
+    seen = {r["key"] for r in splits[first].records}
+    for name in later:
+        result = splits[name]
+        repeats = [r for r in result.records if r["key"] in seen]
+        result.records = [r for r in result.records if r["key"] not in seen]
+        result.skipped += [{"key": r["key"], "reason": f"{r[path_key]}: also in the {first} split (a {name} "
+                            f"frame must be one the model never trained on)"} for r in repeats]
+
+
 def keep_one_frame_size(splits: dict[str, SplitResult], path_key: str = "depth") -> None:
     """Skip frames whose size is not the dataset's most common one (ties: the larger): the token cache
     stores a fixed view set, so every frame of both splits must share one size. `path_key` names the

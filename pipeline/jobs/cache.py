@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from pipeline.core.errors import DataError
 from pipeline.core.params import load_section
 from pipeline.core.runtime import destroy_distributed, init_distributed
 from pipeline.models.vqvae import load_vqvae
@@ -25,10 +24,7 @@ from pipeline.token_cache.build import CacheJob, Tokenizer, build_cache
 
 def cache_job(variant: str, params: Path, prepared: Path, model_dir: Path) -> CacheJob:
     """Everything one cache build needs, validated before any work (records sorted by key)."""
-    model, config = load_vqvae(model_dir)
-    if config.get("variant") != variant:
-        raise DataError(f"{model_dir}: checkpoint is tokenizer variant {config.get('variant')!r}, "
-                        f"not {variant!r}")
+    model, config = load_vqvae(model_dir, variant)
     task = get_task(config["task"])
     cfg = load_section(params, f"cache.{task.name}", task.configs.cache)
     folder = prepared / task.name

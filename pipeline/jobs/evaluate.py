@@ -24,7 +24,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.headline import headline_path
 from pipeline.core.io import atomic_dir, write_json, write_json_atomic
 from pipeline.core.live import open_live
-from pipeline.core.params import from_dict, load_section, load_value
+from pipeline.core.params import check_value, from_dict, load_section, load_value
 from pipeline.core.runtime import destroy_distributed, init_distributed
 from pipeline.core.viz import save_png
 from pipeline.models.ait import load_solver
@@ -60,6 +60,9 @@ class EvalOptions:
 def load_options(params: Path, num_panels: int | None = None, max_images: int | None = None) -> EvalOptions:
     """The shared `evaluate` knobs, with command-line overrides for quick runs outside DVC."""
     overrides = {"num_panels": num_panels, "max_images": max_images}
+    for name, value in overrides.items():
+        if value is not None:
+            check_value(f"evaluate.{name}", value, f"--{name.replace('_', '-')}")
     shared = {f.name: load_value(params, f"evaluate.{f.name}") for f in fields(EvalConfig)}
     return EvalOptions(EvalConfig(**(shared | {k: v for k, v in overrides.items() if v is not None})), params)
 

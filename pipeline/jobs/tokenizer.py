@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.core import checkpoint
-from pipeline.core.config import TokenizerEvalConfig, TokenizerTaskConfig, TokenizerVariant
+from pipeline.core.config import TokenizerEvalConfig, TokenizerTaskConfig, TokenizerVariant, check_name
 from pipeline.core.errors import DataError
 from pipeline.core.headline import headline_path, tokenizer_headline
 from pipeline.core.io import atomic_dir, write_json, write_json_atomic
@@ -41,6 +41,7 @@ class TokenizerSpec:
 
 
 def load_tokenizer_spec(params: Path, variant: str) -> TokenizerSpec:
+    check_name(variant, "tokenizer.variants")
     spec = load_section(params, f"tokenizer.variants.{variant}", TokenizerVariant)
     cfg = load_section(params, f"tokenizer.{spec.task}", TokenizerTaskConfig)
     return TokenizerSpec(variant, spec, cfg, load_value(params, "base.seed"))
@@ -98,7 +99,7 @@ def evaluate_variant(variant: str, params: Path, prepared: Path, model_dir: Path
                      device: torch.device, progress: Callable[[int, int], None] | None = None) -> dict:
     """Reconstruction metrics of the held-out split next to the interpolation baseline; writes
     `<out>/metrics.json` and the headline numbers. The task and crop side come from the checkpoint."""
-    model, config = load_vqvae(model_dir)
+    model, config = load_vqvae(model_dir, variant)
     task = get_task(config["task"])
     cfg = load_section(params, f"evaluate.tokenizer.{task.name}", TokenizerEvalConfig)
     records = read_split(prepared / task.name, task.splits[1])

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 import webdataset as wds
 
 from pipeline.core import checkpoint
-from pipeline.core.config import BackboneConfig, ConfigError, SolverModelConfig, SolverRunConfig
+from pipeline.core.config import BackboneConfig, ConfigError, SolverModelConfig, SolverRunConfig, check_name
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_dir, sha256_file
 from pipeline.core.live import log_step, open_live
@@ -40,6 +39,7 @@ from pipeline.solver_training.train import (
     Batches,
     Cadence,
     Trainer,
+    clear_state,
     fit,
     load_state,
     restore_live,
@@ -80,6 +80,7 @@ class RunPaths:
 
 def load_run(params: Path, run: str) -> RunSpec:
     """The run's params, validated; each task's variant must be a configured variant of that task."""
+    check_name(run, "solver.runs")
     cfg = load_section(params, f"solver.runs.{run}", SolverRunConfig)
     tasks = {t: load_section(params, f"solver.{t}", get_task(t).configs.solver) for t in cfg.tasks}
     variants = {t: load_value(params, f"tokenizer.solver_variants.{t}") for t in cfg.tasks}
@@ -196,7 +197,7 @@ def _train(spec: RunSpec, paths: RunPaths, device: torch.device, info, echo) -> 
             "task_configs": {t: dataclasses.asdict(c) for t, c in spec.tasks.items()}, "steps": cfg.steps}
     with atomic_dir(paths.out) as tmp:
         config = checkpoint.save(tmp, model, arch, meta)
-    shutil.rmtree(paths.state_dir, ignore_errors=True)  # finished: nothing left to resume
+    clear_state(paths.state_dir)  # finished: nothing left to resume
     return {"loss": last.get("loss", float("nan")), "hash": config["content_hash"]}
 
 

@@ -193,12 +193,16 @@ def from_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, tor
 TOKENIZER_PRODUCER = "`dvc repro train_tokenizer`"
 
 
-def load_vqvae(directory: Path):
+def load_vqvae(directory: Path, variant: str | None = None):
     """Rebuild a VQ-VAE tokenizer from its checkpoint dir (config.json, hash-checked); eval mode.
 
-    Returns `(model, config)`; a missing or corrupt checkpoint raises `checkpoint.CheckpointError` naming the file.
+    Returns `(model, config)`; a missing or corrupt checkpoint, or (with `variant`) one trained as another
+    variant, raises `checkpoint.CheckpointError` naming the file.
     """
     config = checkpoint.read_config(directory, TOKENIZER_PRODUCER)
+    if variant is not None and config.get("variant") != variant:
+        raise checkpoint.CheckpointError(f"{directory}: checkpoint is tokenizer variant "
+                                         f"{config.get('variant')!r}, not {variant!r}")
     model = checkpoint.build_from_config(directory, lambda c: VQVAE(VQVAEConfig(**c["architecture"])), config,
                               TOKENIZER_PRODUCER)
     checkpoint.load_weights(directory, model, producer=TOKENIZER_PRODUCER)

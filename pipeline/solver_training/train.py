@@ -13,6 +13,7 @@ saved).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_dir
 from pipeline.core.optim import clip_gradients
 from pipeline.core.runtime import autocast_ctx
@@ -60,6 +62,16 @@ def save_state(directory: Path, fingerprint: str, step: int, model: torch.nn.Mod
     tmp.replace(directory / STATE)
 
 
+def clear_state(directory: Path) -> None:
+    """Delete what `save_state` and `snapshot_live` wrote in `directory` once the run has finished, and
+    the folder if that empties it; anything else a user keeps there stays."""
+    for path in [directory / STATE, *directory.glob(f".{STATE}.tmp-*")]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(directory / LIVE_COPY, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        directory.rmdir()
+
+
 def snapshot_live(live_dir: Path, directory: Path) -> None:
     """Copy the DVCLive folder beside the resumable state, consistent with the step just saved.
 
@@ -89,8 +101,12 @@ def load_state(directory: Path, fingerprint: str, model: torch.nn.Module, optimi
     path = directory / STATE
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: torch names pickle's or zipfile's internals
+        raise DataError(f"{path}: not a resumable state this command can read ({type(e).__name__}); delete "
+                        f"it to start this run from step 0") from None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         return 0
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -42,6 +42,7 @@ from pipeline.token_cache.manifest import (
     CacheError,
     shard_entry,
     tokenizer_entry,
+    zarr_entries,
 )
 from pipeline.token_cache.read import iter_tar_samples
 
@@ -201,6 +202,7 @@ def _manifest(job: CacheJob, layout: dict[str, list[tuple[int, int]]], counts: d
         "token_dtype": str(job.layout.dtype),
         "shard_max_samples": job.cfg.shard_max_samples,
         "zarr": ZARR_STORE,
+        "zarr_files": zarr_entries(scratch),
         "splits": {name: {**counts[name], "shards": [
             shard_entry(scratch, write.shard_rel(name, i), b - a) for i, (a, b) in enumerate(layout[name])]}
             for name in job.splits},

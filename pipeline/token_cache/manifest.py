@@ -5,7 +5,8 @@ A cache directory `data/tokens/<variant>/` holds
   (content hash, architecture, K, token grid, downsample ratio r, checkpoint dir), the variant's params
   (mask_ratio), the depth view set (crop size and stride, with the snapping trade-off spelled out) or
   the insseg mask crop size and category names, counts per split and every shard with its path,
-  sample count, size in bytes and sha256;
+  sample count, size in bytes and sha256, and (schema 2) every file of `tokens.zarr` with its size and
+  sha256, so `--verify` covers every byte a reader trusts;
 - `<split>/shard-%06d.tar` WebDataset shards (`write.py`);
 - `tokens.zarr`, a zarr v3 store with the same tokens for random access (`write.py`).
 
@@ -27,7 +28,7 @@ import numpy as np
 from pipeline.core.errors import CacheError
 from pipeline.core.io import sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the manifest records a digest of every tokens.zarr file
 MANIFEST = "manifest.json"
 ZARR_STORE = "tokens.zarr"
 COMPLETE_ATTR = "complete"  # root attribute of tokens.zarr, written after every array
@@ -65,6 +66,38 @@ def shard_entry(root: Path, rel: str, samples: int) -> dict[str, Any]:
     return {"path": rel, "samples": samples, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def zarr_entries(root: Path) -> dict[str, dict[str, Any]]:
+    """`{relative path: {bytes, sha256}}` of every file of the cache's zarr store (sorted by path)."""
+    store = Path(root) / ZARR_STORE
+    files = sorted(p for p in store.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in files}
+
+
+def check_zarr(manifest: dict[str, Any], root: Path, verify: bool = False) -> None:
+    """Refuse a zarr store whose files are not those the manifest lists at the sizes it records; with
+    `verify`, also a file whose sha256 differs."""
+    expected = manifest["zarr_files"]
+    present = {p.relative_to(root).as_posix() for p in (Path(root) / ZARR_STORE).rglob("*") if p.is_file()}
+    extra = sorted(present - set(expected))
+    if extra:
+        raise CacheError(f"{Path(root) / extra[0]}: a zarr file the manifest does not list; rebuild the "
+                         f"cache (`dvc repro cache_tokens`)")
+    for rel, entry in expected.items():
+        _check_file(Path(root) / rel, entry, "zarr file", verify)
+
+
+def _check_file(path: Path, entry: dict[str, Any], what: str, verify: bool) -> None:
+    """Refuse a cache file (`what`: shard, zarr file) that is missing or not the size its manifest `entry`
+    records; with `verify`, also one whose sha256 differs (same size, other bytes)."""
+    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+        raise CacheError(f"{path}: {what} missing or not {entry['bytes']} bytes as the manifest says; "
+                         f"rebuild the cache (`dvc repro cache_tokens`)")
+    if verify and sha256_file(path) != entry["sha256"]:
+        raise CacheError(f"{path}: sha256 differs from the manifest's (the {what} was modified or corrupted); "
+                         f"rebuild the cache (`dvc repro cache_tokens`)")
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest of the cache at `root`; refuses a missing/unreadable one and unknown schema versions."""
     path = Path(root) / MANIFEST
@@ -95,10 +128,4 @@ def check_shards(manifest: dict[str, Any], root: Path, verify: bool = False) -> 
     also any shard whose sha256 differs (same size, other bytes: a flipped or zeroed block)."""
     for split in manifest["splits"].values():
         for shard in split["shards"]:
-            path = Path(root) / shard["path"]
-            if not path.is_file() or path.stat().st_size != shard["bytes"]:
-                raise CacheError(f"{path}: shard missing or not {shard['bytes']} bytes as the manifest says; "
-                                 f"rebuild the cache (`dvc repro cache_tokens`)")
-            if verify and sha256_file(path) != shard["sha256"]:
-                raise CacheError(f"{path}: sha256 differs from the manifest's (the shard was modified or "
-                                 f"corrupted); rebuild the cache (`dvc repro cache_tokens`)")
+            _check_file(Path(root) / shard["path"], shard, "shard", verify)

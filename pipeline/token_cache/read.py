@@ -42,6 +42,7 @@ from pipeline.token_cache.manifest import (
     CacheError,
     check_shards,
     check_tokenizer,
+    check_zarr,
     read_manifest,
 )
 
@@ -81,8 +82,8 @@ class CacheInfo:
 def open_cache(path: str | Path, expected_hash: str | None = None, verify: bool = False,
                variant: str | None = None) -> CacheInfo:
     """Validate the cache at `path` (manifest, schema, zarr completion, shards, tokenizer hash); `verify`
-    also hashes every shard against the manifest's sha256 (training and `ait inspect cache --verify`
-    read every byte anyway: bench/bench_verify.py measures the cost); `variant` refuses another variant's
+    also hashes every shard and zarr file against the manifest's sha256 (training and `ait inspect cache
+    --verify` read every byte anyway: bench/bench_verify.py measures the cost); `variant` refuses another variant's
     cache (a copied folder)."""
     root = Path(path)
     manifest = read_manifest(root)
@@ -99,6 +100,7 @@ def open_cache(path: str | Path, expected_hash: str | None = None, verify: bool 
     if not complete:
         raise CacheError(f"{store}: zarr store is incomplete (no '{COMPLETE_ATTR}' attribute); rebuild it")
     check_shards(manifest, root, verify)
+    check_zarr(manifest, root, verify)
     return CacheInfo(root, manifest)
 
 

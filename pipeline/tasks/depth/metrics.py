@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.data.nyu import MAX_DEPTH, MIN_DEPTH  # the one valid range, applied when depth is read
+
 # The one home of the evaluation constants (big_vision wrote the crop twice, as 45 and as 54).
 NYU_EVAL_CROP = (slice(45, 471), slice(41, 601))  # Eigen crop (rows, cols) on the 480x640 map
 NYU_EVAL_HW = (480, 640)
-MIN_DEPTH = 1e-3  # metres
-MAX_DEPTH = 10.0  # metres
 METRIC_NAMES = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
 
 

@@ -27,6 +27,7 @@ from pipeline.data.prepare import (
     bar,
     check_frame_size,
     check_frames,
+    keep_held_out_unseen,
     keep_one_frame_size,
     sample_key,
 )
@@ -86,6 +87,7 @@ def depth_dataset(cfg: ListSourceConfig, crops: tuple[int, int],
         rules = FrameRules(split, *crops)
         with bar(progress, f"prepare depth/{split}") as cb:
             splits[split] = prepare_depth_split(split_entries, root, cfg.layout, rules, cb)
+    keep_held_out_unseen(splits)
     keep_one_frame_size(splits)
     return Prepared(cfg.source, splits)
 

@@ -60,6 +60,25 @@ def check_annotation(ann: dict, width: int, height: int, category_ids: set[int])
         return f"unreadable segmentation ({one_line(e)})"
     if area <= 0:
         return "segmentation covers no pixel"
+    return box_mismatch(bbox, coco.segmentation_to_rle(seg, height, width))
+
+
+# How far a box edge may sit from the edge of its mask's own box: COCO boxes are the polygons' extent,
+# rasterising moves an edge by up to a pixel, so 2 px, or a quarter of the side for large objects.
+BOX_MASK_SLACK_PX, BOX_MASK_SLACK_FRACTION = 2.0, 0.25
+
+
+def box_mismatch(bbox: list[float], rle: dict) -> str | None:
+    """Why `bbox` [x, y, w, h] is not the box of its segmentation (an [x1, y1, x2, y2] box, another
+    object's box), or None. The box becomes the coordinate targets and the mask the mask tokens of the
+    same object, so the two must agree."""
+    mx, my, mw, mh = (float(v) for v in mask_utils.toBbox(rle))
+    x, y, w, h = bbox
+    for edges, side in (((x, mx), (x + w, mx + mw)), mw), (((y, my), (y + h, my + mh)), mh):
+        slack = max(BOX_MASK_SLACK_PX, BOX_MASK_SLACK_FRACTION * side)
+        if any(abs(a - b) > slack for a, b in edges):
+            return (f"bbox {bbox} is not the box of its segmentation ([{mx:g}, {my:g}, {mw:g}, {mh:g}]); "
+                    f"COCO boxes are [x, y, width, height]")
     return None
 
 

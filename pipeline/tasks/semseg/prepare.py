@@ -26,6 +26,7 @@ from pipeline.data.prepare import (
     bar,
     check_frame_size,
     check_frames,
+    keep_held_out_unseen,
     keep_one_frame_size,
     one_line,
     sample_key,
@@ -101,6 +102,7 @@ def semseg_dataset(cfg: SemsegSourceConfig, crops: tuple[int, int],
         rules = FrameRules(split, *crops, task="semseg")
         with bar(progress, f"prepare semseg/{split}") as cb:
             splits[split] = prepare_semseg_split(split_entries, root, rules, len(classes), cb)
+    keep_held_out_unseen(splits)
     keep_one_frame_size(splits, path_key="label")
     return Prepared(cfg.source, splits, {"classes.json": classes})
 
