@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
+from rich.table import Table
 
 from pipeline.models.vqvae import load_vqvae
 from pipeline.tasks.registry import get_task
@@ -54,6 +56,24 @@ def summarize_cache(path: Path, verify: bool = False) -> dict[str, Any]:
     return {"path": str(path), "task": m["task"], "variant": m["variant"],
             "tokenizer_hash": info.tokenizer_hash, "num_embeddings": k, "splits": splits,
             **(VERIFIED if verify else {"verified": False})}
+
+
+def cache_table(summary: dict[str, Any]) -> Table:
+    """The rich table `ait inspect cache` prints for a `summarize_cache` result."""
+    checked = f"; verified: {summary['verified']}; not verified: {summary['not_verified']}" \
+        if summary["verified"] else ""
+    title = (f"{summary['path']}: {summary['task']} cache of {summary['variant']} "
+             f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']}{checked})")
+    table = Table(title=escape(title))
+    for name in ("split", "samples", "shards", "bytes", "tokens/sample", "code count min/median/max",
+                 "perplexity", "unused codes"):
+        table.add_column(name, justify="left" if name == "split" else "right")
+    for split, s in summary["splits"].items():
+        u = s["code_usage"]
+        table.add_row(split, str(s["samples"]), str(s["shards"]), f"{s['bytes']:,}",
+                      f"{s['tokens_per_sample']:.1f}", f"{u['min']}/{u['median']:g}/{u['max']}",
+                      f"{u['perplexity']:.2f}", str(u["unused_codes"]))
+    return table
 
 
 def foreign_variant(path: Path, variant: str | None) -> str | None:

@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from pipeline.core.viz import save_png
-from pipeline.inspect import cache_keys, foreign_variant, sample_panel, summarize_cache
+from pipeline.inspect import cache_keys, cache_table, foreign_variant, sample_panel, summarize_cache
 from stages.ui import console, fail_cleanly
 
 app = typer.Typer(no_args_is_help=True, help="Inspect pipeline outputs (token caches).")
-
-
-def _table(summary: dict[str, Any]) -> Table:
-    checked = f"; verified: {summary['verified']}; not verified: {summary['not_verified']}" \
-        if summary["verified"] else ""
-    title = (f"{summary['path']}: {summary['task']} cache of {summary['variant']} "
-             f"(tokenizer {summary['tokenizer_hash']}, K={summary['num_embeddings']}{checked})")
-    table = Table(title=escape(title))
-    for name in ("split", "samples", "shards", "bytes", "tokens/sample", "code count min/median/max",
-                 "perplexity", "unused codes"):
-        table.add_column(name, justify="left" if name == "split" else "right")
-    for split, s in summary["splits"].items():
-        u = s["code_usage"]
-        table.add_row(split, str(s["samples"]), str(s["shards"]), f"{s['bytes']:,}",
-                      f"{s['tokens_per_sample']:.1f}", f"{u['min']}/{u['median']:g}/{u['max']}",
-                      f"{u['perplexity']:.2f}", str(u["unused_codes"]))
-    return table
-
 
 
 @app.command("cache")
@@ -61,7 +41,7 @@ def cache(
     else:
         out = Console()
         # Logs and pipes default to 80 columns, which truncates the cells; give them room instead.
-        (out if out.is_terminal else Console(width=max(out.width, 160))).print(_table(summary))
+        (out if out.is_terminal else Console(width=max(out.width, 160))).print(cache_table(summary))
 
 
 

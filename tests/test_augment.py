@@ -59,7 +59,8 @@ def _raw(h: int = 8, w: int = 12) -> tuple[dict, np.ndarray]:
     views = [{"flip": 0, "x": 0}, {"flip": 1, "x": 4}, {"flip": 0, "x": 2}]
     raw = depth_sample("k0", _png(g.integers(0, 256, (h, w, 3), dtype=np.uint8)), "png", _png(mm),
                              np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2), views)
-    return raw, mm.astype(np.float32) / 1000.0
+    # metres as every stage reads them: values outside (1 mm, 10 m) are holes
+    return raw, np.where((mm > 1) & (mm < 10000), mm.astype(np.float32) / 1000.0, np.float32(0))
 
 
 def _views(raw: dict) -> list[tuple[int, int]]:
