@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline.staleness import staleness
 from pipeline.summary import markdown, read_spread, summary_tables
 from stages.tables import rich_table
+from stages.ui import console as stderr
 from stages.ui import fail_cleanly
 
 
@@ -21,9 +23,14 @@ def main(
     md: Annotated[bool, typer.Option("--md", help="print GitHub markdown instead of rich tables")] = False,
     spread: Annotated[Path | None, typer.Option(help="seeds.json of bench/bench_seeds.py: adds each figure's "
                                                 "seed spread and whether its gain exceeds it")] = None,
+    check_status: Annotated[bool, typer.Option(help="warn (on stderr) about numbers `dvc status` finds "
+                                                    "out of date")] = True,
 ) -> None:
     """Print the key numbers of the last `dvc repro`: data, tokenizers, solvers."""
     tables = summary_tables(prepared, results, read_spread(spread) if spread else None)
+    state = staleness() if check_status and tables else None
+    if state is not None and state.warning():
+        stderr.print(state.warning(), soft_wrap=True)
     if md:
         typer.echo(markdown(tables) if tables else "nothing produced yet: run `dvc repro`")
         return

@@ -138,3 +138,33 @@ def test_editing_one_tasks_code_stales_only_the_stages_that_run_it(dvc_repo: Dvc
                 "evaluate@joint"} <= stale
         assert not {s for s in stale if s.endswith(("@insseg", "@semseg"))}, stale
     assert dvc_repo.status() == {}
+
+
+def test_summary_names_the_numbers_a_stale_stage_puts_out_of_date(dvc_repo: DvcRepo, monkeypatch):
+    """After a params change nothing has re-run yet, `ait summary` still prints the tables and warns on
+    stderr which evaluating stages' numbers are out of date: the changed stage and all downstream of it.
+    Asked in this process (DVC's Python API), as the user's `ait summary` asks."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    root = dvc_repo.root
+    monkeypatch.chdir(root)
+    for key in ("DVC_NO_ANALYTICS", "DVC_SITE_CACHE_DIR"):
+        monkeypatch.setenv(key, dvc_repo.env[key])
+    clean = CliRunner().invoke(app, ["summary"])
+    assert clean.exit_code == 0 and "warning" not in clean.stderr, clean.output
+    text = (root / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    params["tokenizer"]["semseg"]["train"]["steps"] += 1  # upstream of the semseg runs' numbers only
+    write_params(root / "params.yaml", params)
+    try:
+        result = CliRunner().invoke(app, ["summary"])
+    finally:
+        (root / "params.yaml").write_text(text)
+    assert result.exit_code == 0 and "task-solver" in result.stdout, result.output
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    stale, _, affected = line.partition("out of date: ")
+    assert "train_tokenizer@semseg" in stale
+    assert affected.startswith("eval_tokenizer@semseg, evaluate@joint3, evaluate@semseg."), line

@@ -21,7 +21,7 @@ LAYERS = [
     ("helpers", ["pipeline.tokenizer_training", "pipeline.token_cache", "pipeline.solver_training"]),
     ("tasks", ["pipeline.tasks"]),
     ("jobs", ["pipeline.jobs", "pipeline.inspect", "pipeline.summary", "pipeline.experiments",
-              "pipeline.report", "pipeline.presets"]),
+              "pipeline.report", "pipeline.presets", "pipeline.staleness"]),
     ("stages", ["stages"]),
 ]
 
