@@ -28,7 +28,9 @@ def main(
 ) -> None:
     """Print the key numbers of the last `dvc repro`: data, tokenizers, solvers."""
     tables = summary_tables(prepared, results, read_spread(spread) if spread else None)
-    state = staleness() if check_status and tables else None
+    # DVC's status is the project's in this directory: asked only when the results shown are its own
+    ours = results.resolve().is_relative_to(Path.cwd().resolve())
+    state = staleness() if check_status and tables and ours else None
     if state is not None and state.warning():
         stderr.print(state.warning(), soft_wrap=True)
     if md:
